@@ -1,0 +1,5 @@
+import sys
+
+from ate.cli import main
+
+sys.exit(main())

@@ -1,0 +1,57 @@
+"""`ate` command line. Each sub-command lives in its own module under ate.cli and exposes
+`register(subparsers)`, which adds its parser and sets `func(args) -> int`. Heavy imports happen
+inside `func`, so `ate --help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# module name under ate.cli, in the order shown by --help
+COMMANDS = [
+    "align",  # stage-1 / stage-2 VAE training
+    "inspect",  # latent projection + reconstruction errors
+    "convert",  # reference checkpoint -> safetensors
+    "bench_core",  # throughput / guidance overhead / memory figures
+    "policy",  # pretrain / finetune / predict reference policies
+    "bench",  # simulator benchmarks
+    "demo",  # the quick end-to-end demo
+    "lerobot",  # LeRobot integration helpers
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ate", description=__doc__.splitlines()[0] if __doc__ else None)
+    from ate import __version__
+
+    parser.add_argument("--version", action="version", version=f"ate {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"ate.cli.{name}")
+        except ModuleNotFoundError as exc:  # sub-command not written yet in this checkout
+            if exc.name == f"ate.cli.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from ate.errors import ATEError
+
+    try:
+        return int(args.func(args) or 0)
+    except ATEError as exc:
+        print(f"ate {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
