@@ -1,0 +1,387 @@
+"""Two-stage alignment training.
+
+Stage 1 (``train_stage1``): a VAE on the large *source* data with the Info-VAE loss
+``recon + w_kl·KL(q‖N(0,I)) + w_mmd·MMD(q(z), N(0,I))``; afterwards the source latents are summarised
+into a prior (:mod:`ate.align.prior`) stored with the model.
+
+Stage 2 (``train_stage2``): a *fresh* VAE (own D and H allowed, same Z) on the small *target* data with
+``recon + w_kl·KL_dir(q_ψ, prior) + w_mmd·MMD(q_ψ(z), prior samples)``.
+
+Run directory::
+
+    out_dir/
+      run.json          config, data, stage (written at start)
+      metrics.jsonl     one JSON object per logged step (recon, kl, mmd, lr, samples_per_s, val_*)
+      last/             resumable checkpoint (model + training_state/), replaced atomically
+      best/             best validation checkpoint (model only)
+      model/            the deliverable: best (or last) weights + normaliser + prior, what load_aligned_vae reads
+
+Resume: re-running the same command with the same ``out_dir`` continues from ``last/``; the data order,
+noise draws and LR schedule are functions of (seed, step) plus saved generator states, so an interrupted
+run ends with exactly the weights of an uninterrupted one.
+
+Scale-out: launched under ``torchrun --nproc_per_node N`` (gloo on CPU, nccl on GPU) every rank draws the
+*global* batch's indices and noise and keeps its slice; the MMD is computed on latents gathered from all
+ranks (autograd-aware all_gather), so N processes with batch B/N reproduce one process with batch B.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from ate.align.checkpoint import save_vae_checkpoint
+from ate.align.losses import kl_to_standard_normal, mmd, reconstruction_loss
+from ate.align.prior import PriorSummary, fit_prior
+from ate.align.vae import ActionVAE, VAEConfig
+from ate.checkpoint import load_tensors, load_training_state, read_json, write_json_atomic
+from ate.errors import CheckpointError, DataError, ShapeMismatchError
+
+
+@dataclass
+class AlignConfig:
+    """Every knob of a stage-1 / stage-2 run (defaults = reference values where the SPEC gives them)."""
+
+    # chunks / data
+    horizon: int = 16
+    pad: str = "repeat"  # repeat (LeRobot) | drop (reference)
+    normalization: str = "minmax"  # minmax (DP, [-1, 1]) | meanstd (pi0)
+    val_ratio: float = 0.1
+    # model
+    preset: str = "small"
+    latent_dim: int | None = None  # override the preset's Z
+    # loss
+    recon: str = "smooth_l1"  # smooth_l1 (reference) | mse
+    w_kl: float = 7.5e-5
+    w_mmd: float = 1.0
+    mmd_distance: str = "sum"  # sum (correct) | mean (reference quirk, nearly inert)
+    sigma2_z: float = 2.0
+    # stage 2
+    kl_direction: str = "paper"  # paper: KL(q‖p) reverse | reference: KL(p‖q)
+    mmd_target: str = "prior"  # prior | standard_normal (reference quirk)
+    # prior summary fitted after stage 1
+    prior_mode: str = "aggregate"  # aggregate | reference | gmm
+    prior_max_samples: int = 200_000
+    gmm_components: int = 8
+    # optimisation
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    lr_decay: float = 0.95  # per epoch (staircase), floored at min_lr
+    min_lr: float = 1e-6
+    grad_clip: float | None = None
+    bf16: bool = False  # bf16 autocast for the forward pass (losses in fp32)
+    seed: int = 0
+    # bookkeeping
+    log_every: int = 50
+    eval_every: int = 500
+    save_every: int = 500
+    log_to: str = "none"  # none | wandb | tensorboard
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        choices = dict(pad=("repeat", "drop"), normalization=("minmax", "meanstd"), recon=("smooth_l1", "mse"),
+                       mmd_distance=("sum", "mean"), kl_direction=("paper", "reference"),
+                       mmd_target=("prior", "standard_normal"), prior_mode=("aggregate", "reference", "gmm"),
+                       log_to=("none", "wandb", "tensorboard"))
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"AlignConfig.{name}={getattr(self, name)!r}; choose from {allowed}")
+        if self.steps < 1 or self.batch_size < 2:
+            raise ValueError("AlignConfig: steps >= 1 and batch_size >= 2 (MMD needs pairs) are required")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AlignConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# --------------------------------------------------------------------------------------------------
+# distributed helpers (no-ops in a single process)
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _gather(x: torch.Tensor, world: int) -> torch.Tensor:
+    if world == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather  # autograd-aware
+
+    return torch.cat(all_gather(x), dim=0)
+
+
+# --------------------------------------------------------------------------------------------------
+def _load_data(data, name: str):
+    from ate.data import load_episodes
+
+    if isinstance(data, (str, Path)):
+        return load_episodes(data)
+    if data is None:
+        raise DataError(f"no {name} data given")
+    return data
+
+
+def _make_datasets(eps, cfg: AlignConfig, normalizer, horizon: int):
+    from ate.data import ChunkDataset, Normalizer, split_episodes
+
+    if normalizer is None:
+        normalizer = Normalizer.fit(eps, mode=cfg.normalization)
+    elif normalizer.to_dict().get("dim", eps.dim) != eps.dim:
+        raise ShapeMismatchError(f"normaliser is for D={normalizer.to_dict().get('dim')} but {eps.source} has D={eps.dim}")
+    train_idx, val_idx = split_episodes(eps.num_episodes, cfg.val_ratio, cfg.seed) if cfg.val_ratio > 0 else (None, [])
+    train = ChunkDataset(eps, horizon=horizon, normalizer=normalizer, pad=cfg.pad, episodes=train_idx)
+    val = ChunkDataset(eps, horizon=horizon, normalizer=normalizer, pad=cfg.pad, episodes=val_idx) if len(val_idx) else None
+    if len(train) == 0:
+        raise DataError(f"{eps.source}: no chunks of length {horizon} in the training split "
+                        f"({getattr(train, 'num_dropped_episodes', 0)} episodes shorter than the chunk were dropped)")
+    return train, val, normalizer
+
+
+def _batch(dataset, indices) -> dict[str, torch.Tensor]:
+    items = [dataset[int(i)] for i in indices]
+    return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
+
+
+class _Logger:
+    """metrics.jsonl (+ optional wandb / tensorboard)."""
+
+    def __init__(self, out_dir: Path, cfg: AlignConfig, resume_step: int, enabled: bool):
+        self.path, self.enabled = out_dir / "metrics.jsonl", enabled
+        if enabled and self.path.exists():  # drop lines written after the checkpoint we resume from
+            keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= resume_step]
+            self.path.write_text("".join(ln + "\n" for ln in keep))
+        self.backend = None
+        if enabled and cfg.log_to == "wandb":
+            import wandb
+
+            self.backend = wandb.init(project="ate-align", config=cfg.to_dict(), dir=str(out_dir))
+        elif enabled and cfg.log_to == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.backend = SummaryWriter(str(out_dir / "tb"))
+
+    def log(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.backend is not None and hasattr(self.backend, "log"):
+            self.backend.log(row, step=row["step"])
+        elif self.backend is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.backend.add_scalar(k, v, row["step"])
+
+
+def _loss_terms(vae, a, is_pad, cfg: AlignConfig, prior: PriorSummary | None, noise, target_samples, world):
+    """Loss of one (local) batch. noise: reparameterisation noise for this rank's slice; target_samples:
+    the global batch of MMD target samples (identical on every rank)."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        recon, z, mu, logvar = vae(a, noise=noise)
+    recon, z, mu, logvar = recon.float(), z.float(), mu.float(), logvar.float()
+    rec = reconstruction_loss(recon, a, cfg.recon, is_pad)
+    if prior is None:
+        kl = kl_to_standard_normal(mu, logvar)
+    else:
+        kl = prior.kl(mu, logvar, cfg.kl_direction, generator=None)
+    m = mmd(_gather(z, world), target_samples, cfg.sigma2_z, cfg.mmd_distance)
+    return rec + cfg.w_kl * kl + cfg.w_mmd * m, {"recon": rec.item(), "kl": kl.item(), "mmd": m.item()}
+
+
+@torch.no_grad()
+def _validate(vae, val, cfg: AlignConfig, prior: PriorSummary | None) -> dict:
+    g = torch.Generator().manual_seed(cfg.seed + 12345)  # fixed: validation is comparable across steps
+    vae.eval()
+    sums, n = {"recon": 0.0, "kl": 0.0, "mmd": 0.0, "loss": 0.0}, 0
+    order = torch.arange(len(val))
+    bs = max(cfg.batch_size, 2)
+    for start in range(0, len(val), bs):
+        idx = order[start:start + bs]
+        if len(idx) < 2:
+            break
+        b = _batch(val, idx)
+        noise = torch.randn(len(idx), vae.latent_dim, generator=g)
+        tgt = _mmd_targets(len(idx), vae.latent_dim, cfg, prior, g)
+        loss, terms = _loss_terms(vae, b["action"], b.get("is_pad"), cfg, prior, noise, tgt, 1)
+        for k, v in terms.items():
+            sums[k] += v * len(idx)
+        sums["loss"] += loss.item() * len(idx)
+        n += len(idx)
+    vae.train()
+    return {f"val_{k}": v / max(n, 1) for k, v in sums.items()}
+
+
+# options that may change between an interrupted run and its resumption (longer runs, other logging)
+_FREE_ON_RESUME = {"steps", "progress", "log_to", "log_every", "eval_every", "save_every"}
+
+
+def _resume_key(d: dict) -> dict:
+    return {k: v for k, v in d.items() if k not in _FREE_ON_RESUME}
+
+
+def _mmd_targets(n: int, z_dim: int, cfg: AlignConfig, prior: PriorSummary | None, g: torch.Generator):
+    if prior is not None and cfg.mmd_target == "prior":
+        return prior.sample(n, generator=g)
+    return torch.randn(n, z_dim, generator=g)
+
+
+def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | None, normalizer,
+           horizon: int, source_ckpt: str | None) -> Path:
+    rank, world = _dist_info()
+    main = rank == 0
+    out_dir = Path(out_dir)
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+    local_bs = cfg.batch_size // world
+    torch.manual_seed(cfg.seed)
+    train, val, normalizer = _make_datasets(eps, cfg, normalizer, horizon)
+    overrides = {"latent_dim": cfg.latent_dim} if cfg.latent_dim else {}
+    vae_cfg = VAEConfig.preset(cfg.preset, action_dim=eps.dim, horizon=horizon, **overrides)
+    if prior is not None and prior.latent_dim != vae_cfg.latent_dim:
+        raise ShapeMismatchError(f"stage-1 prior has Z={prior.latent_dim} but the stage-2 VAE has Z={vae_cfg.latent_dim}; "
+                                 "source and target VAEs must share the latent size")
+    vae = ActionVAE(vae_cfg)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    g_noise = torch.Generator().manual_seed(cfg.seed + 1)
+    step, best = 0, math.inf
+    steps_per_epoch = max(len(train) // cfg.batch_size, 1)
+    meta = {"stage": stage, "source_checkpoint": source_ckpt, "data": str(eps.source),
+            "normalizer": normalizer.to_dict(), "chunk": {"horizon": horizon, "pad": cfg.pad},
+            "align_config": cfg.to_dict(), "vae_config": vae_cfg.to_dict()}
+
+    last = out_dir / "last"
+    if (last / "training_state" / "state.json").is_file():
+        saved = read_json(last / "config.json")
+        if _resume_key(saved.get("align_config", {})) != _resume_key(cfg.to_dict()) or saved.get("stage") != stage:
+            raise CheckpointError(f"{last} was written with a different configuration or stage; "
+                                  "use a new --out directory or the same options to resume")
+        vae.load_state_dict(load_tensors(last / "model.safetensors"))
+        state = load_training_state(last / "training_state", opt, {"noise": g_noise})
+        step, best = state["step"], state["best"]
+    elif main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out_dir / "run.json", {**meta, "train_chunks": len(train), "val_chunks": len(val) if val else 0,
+                                                 "num_episodes": eps.num_episodes})
+    model = vae
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(vae)
+    logger = _Logger(out_dir, cfg, step, main)
+
+    def lr_at(s: int) -> float:
+        return max(cfg.lr * cfg.lr_decay ** (s // steps_per_epoch), cfg.min_lr)
+
+    def save(kind: str, with_state: bool) -> None:
+        save_vae_checkpoint(out_dir / kind, vae, meta, prior=None, training=(opt, {"noise": g_noise},
+                            {"step": step, "best": best}) if with_state else None)
+
+    bar = None
+    if main and cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, desc=f"align stage {stage}", unit="step", dynamic_ncols=True)
+    vae.train()
+    t_log, n_log = time.perf_counter(), 0
+    while step < cfg.steps:
+        epoch, pos = divmod(step, steps_per_epoch)
+        # global batch indices: a permutation per epoch, a function of (seed, epoch) only
+        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        glob = perm[(pos * cfg.batch_size) % len(train):][: cfg.batch_size]
+        if len(glob) < cfg.batch_size:  # tiny datasets: wrap around
+            glob = torch.cat([glob, perm[: cfg.batch_size - len(glob)]])
+        mine = glob[rank * local_bs:(rank + 1) * local_bs]
+        b = _batch(train, mine)
+        noise = torch.randn(cfg.batch_size, vae_cfg.latent_dim, generator=g_noise)[rank * local_bs:(rank + 1) * local_bs]
+        targets = _mmd_targets(cfg.batch_size, vae_cfg.latent_dim, cfg, prior, g_noise)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        loss, terms = _loss_terms(model, b["action"], b.get("is_pad"), cfg, prior, noise, targets, world)
+        if not torch.isfinite(loss):
+            raise DataError(f"non-finite loss at step {step} (terms {terms}); check the data for outliers")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        n_log += cfg.batch_size
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", recon=f"{terms['recon']:.4f}")
+        row = None
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            dt = time.perf_counter() - t_log
+            row = {"step": step, "epoch": epoch, "loss": loss.item(), **terms, "lr": lr_at(step - 1),
+                   "samples_per_s": n_log / max(dt, 1e-9)}
+            t_log, n_log = time.perf_counter(), 0
+        if val is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+            v = _validate(vae, val, cfg, prior)
+            row = {**(row or {"step": step, "epoch": epoch}), **v}
+            if v["val_loss"] < best:
+                best = v["val_loss"]
+                if main:
+                    save("best", with_state=False)
+        if row is not None:
+            logger.log(row)
+        if main and (step % cfg.save_every == 0 or step == cfg.steps):
+            save("last", with_state=True)
+        if world > 1:
+            dist.barrier()
+    if bar is not None:
+        bar.close()
+    return out_dir
+
+
+def _finish(out_dir: Path, stage: int, prior: PriorSummary | None, cfg: AlignConfig, fit_data=None) -> Path:
+    """Export ``model/``: best (else last) weights + prior; stage 1 fits the prior on the source chunks."""
+    from ate.align.checkpoint import load_aligned_vae
+
+    rank, _ = _dist_info()
+    if rank != 0:
+        return out_dir / "model"
+    src = out_dir / ("best" if (out_dir / "best" / "model.safetensors").is_file() else "last")
+    bundle = load_aligned_vae(src, require_prior=False)
+    if stage == 1:
+        prior = fit_prior(bundle.vae, fit_data, cfg.prior_mode, max_samples=cfg.prior_max_samples,
+                          gmm_components=cfg.gmm_components, seed=cfg.seed, progress=cfg.progress)
+    save_vae_checkpoint(out_dir / "model", bundle.vae, bundle.meta, prior=prior)
+    return out_dir / "model"
+
+
+def train_stage1(data, out_dir, config: AlignConfig | None = None, normalizer=None) -> Path:
+    """Train the pretraining VAE on source data (path or EpisodeSet); returns the exported model dir."""
+    cfg = config or AlignConfig()
+    eps = _load_data(data, "source")
+    _train(1, eps, out_dir, cfg, None, normalizer, cfg.horizon, None)
+    from ate.data import ChunkDataset, Normalizer
+
+    norm = Normalizer.from_dict(read_json(Path(out_dir) / "last" / "config.json")["normalizer"])
+    return _finish(Path(out_dir), 1, None, cfg, ChunkDataset(eps, horizon=cfg.horizon, normalizer=norm, pad=cfg.pad))
+
+
+def train_stage2(data, out_dir, source, config: AlignConfig | None = None, normalizer=None) -> Path:
+    """Train the adaptation VAE on target data, aligned to the prior stored with the stage-1 ``source``
+    model (a run dir or model dir). The target VAE may have its own D and H (``config.horizon``)."""
+    from ate.align.checkpoint import load_aligned_vae
+
+    cfg = config or AlignConfig()
+    src = load_aligned_vae(source)
+    eps = _load_data(data, "target")
+    _train(2, eps, out_dir, cfg, src.prior, normalizer, cfg.horizon, str(Path(source).resolve()))
+    return _finish(Path(out_dir), 2, src.prior, cfg)
