@@ -1,0 +1,36 @@
+"""ate.steer: latent classifier guidance inside a policy's fine-tuning loss (ATE "Steer").
+
+- :func:`guidance_coefficient`: c(t) mapping ∇ log p(y | x_t) into each parameterisation's target.
+- :class:`GuidanceConfig`, :class:`LatentGuidance`: the guided loss / additive term / raw gradient.
+- :class:`SlotLayout`, :data:`RDT_UNIFIED_128`: unified action spaces with masks derived from names.
+"""
+
+from ate.steer.coefficients import (
+    DDPM_PARAMETERIZATIONS,
+    FLOW_PARAMETERIZATIONS,
+    PARAMETERIZATIONS,
+    guidance_coefficient,
+)
+from ate.steer.guidance import GuidanceConfig, LatentGuidance, masked_mse
+from ate.steer.unified import (
+    RDT_UNIFIED_128,
+    RDT_UNIFIED_128_SPEC,
+    SlotLayout,
+    dual_arm_names,
+    single_arm_names,
+)
+
+__all__ = [
+    "DDPM_PARAMETERIZATIONS",
+    "FLOW_PARAMETERIZATIONS",
+    "PARAMETERIZATIONS",
+    "guidance_coefficient",
+    "GuidanceConfig",
+    "LatentGuidance",
+    "masked_mse",
+    "SlotLayout",
+    "RDT_UNIFIED_128",
+    "RDT_UNIFIED_128_SPEC",
+    "dual_arm_names",
+    "single_arm_names",
+]
