@@ -1,0 +1,162 @@
+"""robosuite (1.5) Lift / Stack with joint-space delta actions for any single arm.
+
+Action (raw units, what `step` takes and what demos store), D = n + 1:
+    a[:n]  joint-position deltas, normalised: 1.0 = `JOINT_DELTA_MAX` rad (0.05) added to the current
+           joint position this control step (robosuite JOINT_POSITION controller, input_type "delta",
+           input range [-1, 1] clipped by robosuite). n = 7 for Panda / IIWA, 6 for UR5e.
+    a[n]   gripper: -1 open, +1 close (robosuite GRIP controller).
+State: `ate.bench.sims.obs.ROBOSUITE_LAYOUT` (44 dims, the same for every arm and both tasks).
+Control runs at 20 Hz; no camera, no renderer (headless on CPU).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import mujoco
+import numpy as np
+
+from ate.bench.sims.base import SimEnv, set_headless
+from ate.bench.sims.obs import ROBOSUITE_LAYOUT, build_robosuite_state, layout_dim, layout_slices
+
+TASKS = ("Lift", "Stack")
+DEFAULT_MAX_STEPS = {"Lift": 150, "Stack": 250}
+JOINT_DELTA_MAX = 0.05  # rad per control step for a normalised action of 1.0 (robosuite default)
+JOINT_KP = 150  # stiffer than robosuite's default 50 so the arm tracks small deltas under load
+CONTROL_FREQ = 20
+
+
+def joint_delta_controller_config(robot: str, kp: float = JOINT_KP) -> dict:
+    """robosuite 1.5 composite-controller config: the robot's BASIC composite controller with its
+    right arm part replaced by a JOINT_POSITION controller taking normalised deltas, plus the gripper."""
+    from robosuite.controllers import load_composite_controller_config, load_part_controller_config
+
+    cfg = load_composite_controller_config(robot=robot)
+    arm = load_part_controller_config(default_controller="JOINT_POSITION")
+    arm.update(
+        input_type="delta",
+        input_max=1,
+        input_min=-1,
+        output_max=JOINT_DELTA_MAX,
+        output_min=-JOINT_DELTA_MAX,
+        kp=kp,
+        gripper={"type": "GRIP"},
+    )
+    cfg = copy.deepcopy(cfg)
+    cfg["type"] = "BASIC"
+    cfg["body_parts"] = {"right": arm}
+    return cfg
+
+
+class RobosuiteEnv(SimEnv):
+    """Single-arm robosuite manipulation task with joint-space delta control; see the module docstring."""
+
+    suite = "robosuite"
+
+    def __init__(self, task: str = "Lift", robot: str = "Panda", seed: int = 0, max_steps: int | None = None):
+        if task not in TASKS:
+            from ate.errors import DataError
+
+            raise DataError(f"robosuite task {task!r} is not supported; choose one of {TASKS}")
+        set_headless()
+        import robosuite
+        from robosuite.robots import ROBOT_CLASS_MAPPING
+
+        if robot not in ROBOT_CLASS_MAPPING:
+            from ate.errors import DataError
+
+            raise DataError(f"unknown robosuite robot {robot!r}; available: {sorted(ROBOT_CLASS_MAPPING)}")
+        self.task, self.robot = task, robot
+        self.max_steps = int(max_steps or DEFAULT_MAX_STEPS[task])
+        self._env = robosuite.make(
+            task,
+            robots=robot,
+            controller_configs=joint_delta_controller_config(robot),
+            has_renderer=False,
+            has_offscreen_renderer=False,
+            use_camera_obs=False,
+            use_object_obs=True,
+            reward_shaping=False,
+            control_freq=CONTROL_FREQ,
+            horizon=self.max_steps,
+            ignore_done=True,  # we count steps ourselves
+            hard_reset=False,  # reuse the compiled model: reset takes ms instead of ~1 s
+            seed=seed,
+        )
+        arm = self._env.robots[0]
+        if len(arm.arms) != 1:
+            from ate.errors import DataError
+
+            raise DataError(f"robosuite robot {robot!r} has arms {arm.arms}; only single-arm robots are supported")
+        self._arm = arm
+        self.num_arm_joints = len(arm._ref_joint_pos_indexes)
+        self.action_dim = self.num_arm_joints + 1
+        self.qpos_dim = self.num_arm_joints + 1
+        self.state_dim = layout_dim(ROBOSUITE_LAYOUT)
+        self.state_layout = layout_slices(ROBOSUITE_LAYOUT)
+        self._env.reset()
+        self._cache_ids()
+
+    def _cache_ids(self) -> None:
+        sim, arm = self._env.sim, self._arm
+        self.site_id = arm.eef_site_id["right"]
+        self.qpos_addr = np.asarray(arm._ref_joint_pos_indexes)
+        self.dof_addr = np.asarray(arm._ref_joint_vel_indexes)
+        gripper = arm.gripper["right"]
+        g_joint = sim.model.joint_name2id(gripper.joints[0])
+        self._grip_addr = sim.model.jnt_qposadr[g_joint]
+        lo, hi = sim.model.jnt_range[g_joint]
+        self._grip_open = float(gripper.init_qpos[0])
+        self._grip_span = float(hi - lo) or 1.0
+        if self.task == "Lift":
+            self._object_ids = [self._env.cube_body_id]
+        else:
+            self._object_ids = [self._env.cubeA_body_id, self._env.cubeB_body_id]
+
+    @property
+    def model(self) -> mujoco.MjModel:
+        """The raw MuJoCo model (for the scripted expert's kinematics)."""
+        return self._env.sim.model._model
+
+    def reset(self, seed: int) -> dict[str, np.ndarray]:
+        # robosuite draws object placement and the arm's initial-joint noise from env.rng
+        rng = np.random.default_rng(int(seed))
+        self._env.rng = rng
+        if self._env.placement_initializer is not None:
+            self._env.placement_initializer.rng = rng
+        self._env.reset()
+        self.steps = 0
+        return {"state": self._state()}
+
+    def step(self, action) -> tuple[dict[str, np.ndarray], bool]:
+        a = self._check_action(action)
+        self._env.step(a)
+        self.steps += 1
+        return {"state": self._state()}, bool(self._env._check_success())
+
+    def success(self) -> bool:
+        return bool(self._env._check_success())
+
+    def _gripper_closure(self) -> float:
+        q = self._env.sim.data.qpos[self._grip_addr]
+        return float(np.clip(abs(q - self._grip_open) / self._grip_span, 0.0, 1.0))
+
+    def _state(self) -> np.ndarray:
+        data = self._env.sim.data._data
+        quat_wxyz = np.empty(4)
+        mujoco.mju_mat2Quat(quat_wxyz, data.site_xmat[self.site_id])
+        objects = [(data.xpos[i].copy(), data.xquat[i].copy()) for i in self._object_ids]
+        return build_robosuite_state(
+            data.qpos[self.qpos_addr],
+            self._gripper_closure(),
+            data.site_xpos[self.site_id].copy(),
+            np.roll(quat_wxyz, -1),  # (w, x, y, z) -> (x, y, z, w)
+            objects,
+        )
+
+    def qpos(self) -> np.ndarray:
+        data = self._env.sim.data._data
+        return np.append(data.qpos[self.qpos_addr], self._gripper_closure()).astype(np.float32)
+
+    def close(self) -> None:
+        self._env.close()
