@@ -69,7 +69,7 @@ class Normalizer:
 
     # ---------------------------------------------------------------- fitting
     @classmethod
-    def fit(cls, data: EpisodeSet | Any, mode: str = "minmax", block_elems: int = 1 << 22, **kwargs) -> "Normalizer":
+    def fit(cls, data: EpisodeSet | Any, mode: str = "minmax", block_elems: int = 1 << 20, **kwargs) -> "Normalizer":
         """Fit on an EpisodeSet or any (N, D) array-like, reading `block_elems` values at a time."""
         frames = data.actions if isinstance(data, EpisodeSet) else data
         source = data.source if isinstance(data, EpisodeSet) else "array"

@@ -40,7 +40,8 @@ def _resolve_key(group, key: str | None) -> str:
         fields = sorted(group["data"].array_keys())
     except Exception:
         fields = []
-    raise DataError(f"no array '{key}' (data fields: {', '.join(fields) or 'none'})")
+    tried = f"'{key}'" if key.startswith("data/") else f"'{key}' nor 'data/{key}'"
+    raise DataError(f"no array {tried} (data fields: {', '.join(fields) or 'none'})")
 
 
 def read_zarr(path: Path, key: str | None = None) -> EpisodeSet:
