@@ -57,8 +57,8 @@ def test_coefficient_matches_gaussian_posterior(param):
         tgt2, s2 = _gaussian_posterior_targets(param, t, -0.7, 1.7, x, sched)
         c_indep = (tgt1 - tgt2) / (s1 - s2)
         abar = sched.alphas_cumprod if param in DDPM_PARAMETERIZATIONS else None
-        c = guidance_coefficient(param, torch.tensor([t], dtype=torch.float64 if isinstance(t, float) else torch.long), abar,
-                                 dtype=torch.float64)
+        tt = torch.tensor([t], dtype=torch.float64 if isinstance(t, float) else torch.long)
+        c = guidance_coefficient(param, tt, abar, dtype=torch.float64)
         torch.testing.assert_close(c_indep, c.expand_as(c_indep), rtol=1e-9, atol=1e-12)
 
 

@@ -155,7 +155,8 @@ class LatentGuidance:
             raise TypeError(f"config must be a GuidanceConfig, got {type(self.config).__name__}")
         is_ddpm = parameterization in DDPM_PARAMETERIZATIONS
         if is_ddpm and alphas_cumprod is None:
-            raise ValueError(f"parameterization {parameterization!r} needs alphas_cumprod (e.g. scheduler.alphas_cumprod)")
+            raise ValueError(f"parameterization {parameterization!r} needs alphas_cumprod "
+                             "(e.g. scheduler.alphas_cumprod)")
         if not is_ddpm and alphas_cumprod is not None:
             raise ValueError(f"parameterization {parameterization!r} is a flow; do not pass alphas_cumprod")
         self.alphas_cumprod = (None if alphas_cumprod is None
@@ -168,7 +169,8 @@ class LatentGuidance:
                 raise ShapeMismatchError(f"action_index must be a non-empty integer tensor, got {action_index}")
             action_index = action_index.long()
             if action_index.min() < 0 or action_index.unique().numel() != action_index.numel():
-                raise ShapeMismatchError(f"action_index must hold distinct non-negative dims, got {action_index.tolist()}")
+                raise ShapeMismatchError("action_index must hold distinct non-negative dims, got "
+                                         f"{action_index.tolist()}")
         self.action_index = action_index
         # Frozen: no gradient may reach the VAE; eval() because dropout would make ẑ and z disagree by noise.
         encoder.requires_grad_(False)
@@ -200,7 +202,8 @@ class LatentGuidance:
             prediction_type = getattr(sched_cfg, "prediction_type", None) if sched_cfg is not None else None
             if prediction_type not in DDPM_PARAMETERIZATIONS:
                 raise ValueError(f"{name}.config.prediction_type={prediction_type!r} is not one of "
-                                 f"{DDPM_PARAMETERIZATIONS}; construct LatentGuidance with an explicit parameterization")
+                                 f"{DDPM_PARAMETERIZATIONS}; construct LatentGuidance with an explicit "
+                                 "parameterization")
             return cls(encoder, prediction_type, config, alphas_cumprod=abar, action_index=action_index)
         if name.startswith("FlowMatch"):
             if sched_cfg is not None and getattr(sched_cfg, "invert_sigmas", False):
