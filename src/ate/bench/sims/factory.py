@@ -1,0 +1,33 @@
+"""`make_env` / `make_expert`: suite name -> env wrapper / scripted expert."""
+
+from __future__ import annotations
+
+from ate.bench.sims.base import SimEnv
+
+SUITES = ("robosuite", "metaworld")
+
+
+def make_env(suite: str, task: str, robot: str | None = None, seed: int = 0, max_steps: int | None = None) -> SimEnv:
+    """Build one headless env. robot: robosuite arm name (default "Panda"); ignored-or-"Sawyer" for MetaWorld."""
+    if suite == "robosuite":
+        from ate.bench.sims.robosuite_env import RobosuiteEnv
+
+        return RobosuiteEnv(task, robot or "Panda", seed=seed, max_steps=max_steps)
+    if suite == "metaworld":
+        from ate.bench.sims.metaworld_env import MetaWorldEnv
+
+        return MetaWorldEnv(task, robot, seed=seed, max_steps=max_steps)
+    from ate.errors import DataError
+
+    raise DataError(f"unknown simulator suite {suite!r}; choose one of {SUITES}")
+
+
+def make_expert(env: SimEnv):
+    """The scripted expert of env's task: `.reset()` then `.act(state (S,)) -> raw action (D,)`."""
+    if env.suite == "robosuite":
+        from ate.bench.sims.robosuite_expert import JointSpaceExpert
+
+        return JointSpaceExpert.for_env(env)
+    from ate.bench.sims.metaworld_env import MetaWorldExpert
+
+    return MetaWorldExpert(env.task)
