@@ -284,7 +284,10 @@ class LatentGuidance:
             with torch.no_grad():
                 mu0, logvar0 = self.encoder.encode(vae_input(a0.detach()))
                 if self.config.encoder_mode == "sample":
-                    xi = torch.randn(mu0.shape, generator=generator, device=mu0.device, dtype=work_dtype)
+                    # drawn on the generator's device, so a CPU generator also seeds a CUDA step
+                    gen_device = generator.device if generator is not None else mu0.device
+                    xi = torch.randn(mu0.shape, generator=generator, device=gen_device, dtype=work_dtype)
+                    xi = xi.to(mu0.device)
                     z = mu0.to(work_dtype) + torch.exp(0.5 * logvar0.to(work_dtype)) * xi
                 else:
                     z = mu0.to(work_dtype)
