@@ -79,6 +79,9 @@ def test_dataloader_paths_on_lazy_zarr(tmp_path):
     ds = ChunkDataset(eps, horizon=5, pad="repeat")
     batches = list(DataLoader(ds, batch_size=8, shuffle=False))
     assert sum(len(b["action"]) for b in batches) == len(ds) == 25
+    for j in range(8):  # the batched path (__getitems__) gives exactly the single items
+        item = ds[j]
+        assert torch.equal(batches[0]["action"][j], item["action"]) and torch.equal(batches[0]["is_pad"][j], item["is_pad"])
     sampler = BatchSampler(RandomSampler(ds, generator=torch.Generator().manual_seed(0)), 6, drop_last=False)
     seen = 0
     for batch in DataLoader(ds, sampler=sampler, batch_size=None):

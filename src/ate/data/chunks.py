@@ -81,8 +81,9 @@ class ChunkDataset(Dataset):
 
     Items: `ds[i]` -> {"action": float32 (H, D), "is_pad": bool (H,), "episode_index": long (),
     "frame_index": long () (start frame within the episode), plus extras / attrs}. `ds[list_or_array]`
-    returns the same keys batched with a leading B, gathered in one vectorised read (use it with
-    `DataLoader(ds, sampler=BatchSampler(...), batch_size=None)` for large batches on lazy data).
+    returns the same keys batched with a leading B, gathered in one vectorised read. A plain
+    `DataLoader(ds, batch_size=B)` uses that read too (through `__getitems__`); fastest of all is
+    `DataLoader(ds, sampler=BatchSampler(...), batch_size=None)`, which skips the per-sample collate.
     """
 
     def __init__(
@@ -210,6 +211,12 @@ class ChunkDataset(Dataset):
             out = self._gather(np.array([int(i)], dtype=np.int64))
             return {k: v[0] for k, v in out.items()}
         return self._gather(np.asarray(i, dtype=np.int64).reshape(-1))
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
+        """Batched fetch used by DataLoader(batch_size=B): one vectorised read, then split per sample."""
+        out = self._gather(np.asarray(indices, dtype=np.int64).reshape(-1))
+        tensors = {k: v.unbind(0) if isinstance(v, torch.Tensor) else v for k, v in out.items()}
+        return [{k: v[j] for k, v in tensors.items()} for j in range(len(indices))]
 
     def __repr__(self) -> str:
         return (
