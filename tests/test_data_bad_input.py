@@ -92,10 +92,10 @@ def test_zero_length_episode(tmp_path):
 
 def test_episode_ends_not_increasing_or_not_matching(tmp_path):
     np.savez(tmp_path / "dec.npz", action=np.zeros((5, 3), np.float32), episode_ends=[3, 2, 5])
-    with pytest.raises(DataError, match=r"dec\.npz: episode 1 of dec\.npz is negative-length \(episode_ends not increasing\)"):
+    with pytest.raises(DataError, match=r"episode 1 of dec\.npz is negative-length \(episode_ends not increasing\)"):
         load_episodes(tmp_path / "dec.npz")
     np.savez(tmp_path / "short.npz", action=np.zeros((5, 3), np.float32), episode_ends=[2, 4])
-    with pytest.raises(DataError, match=r"short\.npz: field 'action': episode_ends\[-1\]=4 does not match the frame count 5"):
+    with pytest.raises(DataError, match=r"short\.npz: field 'action': episode_ends\[-1\]=4 does not match the frame count"):
         load_episodes(tmp_path / "short.npz")
     group = zarr.open_group(str(tmp_path / "r.zarr"), mode="w", zarr_format=2)
     group.create_array("data/action", shape=(6, 2), dtype="f4")[:] = 0

@@ -81,7 +81,8 @@ def test_dataloader_paths_on_lazy_zarr(tmp_path):
     assert sum(len(b["action"]) for b in batches) == len(ds) == 25
     for j in range(8):  # the batched path (__getitems__) gives exactly the single items
         item = ds[j]
-        assert torch.equal(batches[0]["action"][j], item["action"]) and torch.equal(batches[0]["is_pad"][j], item["is_pad"])
+        assert torch.equal(batches[0]["action"][j], item["action"])
+        assert torch.equal(batches[0]["is_pad"][j], item["is_pad"])
     sampler = BatchSampler(RandomSampler(ds, generator=torch.Generator().manual_seed(0)), 6, drop_last=False)
     seen = 0
     for batch in DataLoader(ds, sampler=sampler, batch_size=None):
@@ -137,5 +138,16 @@ def test_mismatched_extras_and_dims_are_refused():
         check_aligned(actions, ramp_set([3, 2, 2]))
     with pytest.raises(ShapeMismatchError, match="normalizer has 3 dims"):
         ChunkDataset(actions, horizon=2, normalizer=Normalizer.fit(np.zeros((4, 3)) + np.arange(3)))
+    with pytest.warns(UserWarning), pytest.raises(DataError, match=r"no windows of horizon 9 .* longest has 4 frames"):
+        ChunkDataset(actions, horizon=9, pad="drop")
     with pytest.raises(ValueError, match="pad must be one of"):
         ChunkDataset(actions, horizon=2, pad="zeros")
+
+
+def test_forked_dataloader_workers_read_a_zarr_zip(tmp_path):
+    """Each worker reopens the zip store (LazyArray reopens per process): no shared file offsets."""
+    episodes = [np.full((60, 2), i, np.float32) + np.arange(60, dtype=np.float32)[:, None] / 100 for i in range(10)]
+    ds = ChunkDataset(load_episodes(write_zarr(tmp_path / "r.zarr.zip", episodes)), horizon=8)
+    reference = ds[np.arange(len(ds))]["action"]
+    loaded = torch.cat([b["action"] for b in DataLoader(ds, batch_size=50, num_workers=2)])
+    assert torch.equal(loaded, reference)

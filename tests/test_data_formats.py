@@ -104,7 +104,8 @@ def write_lerobot_v3(root: Path, episodes, split_at=2) -> Path:
     parts = [episodes[:split_at], episodes[split_at:]]
     start = 0
     for file_index, part in enumerate(parts):
-        pq.write_table(_lerobot_table(part, file_index * split_at, start), root / f"data/chunk-000/file-{file_index:03d}.parquet")
+        table = _lerobot_table(part, file_index * split_at, start)
+        pq.write_table(table, root / f"data/chunk-000/file-{file_index:03d}.parquet")
         start += sum(len(e) for e in part)
     ends = ends_of(episodes)
     meta = pa.table({

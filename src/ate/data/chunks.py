@@ -102,7 +102,9 @@ class ChunkDataset(Dataset):
         if int(horizon) < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         if normalizer is not None and normalizer.dim != eps.dim:
-            raise ShapeMismatchError(f"normalizer has {normalizer.dim} dims, {eps.source} field '{eps.key}' has {eps.dim}")
+            raise ShapeMismatchError(
+                f"normalizer has {normalizer.dim} dims, {eps.source} field '{eps.key}' has {eps.dim}"
+            )
         self.eps = eps
         self.horizon = int(horizon)
         self.normalizer = normalizer
@@ -116,7 +118,9 @@ class ChunkDataset(Dataset):
             if name not in self.extras:
                 raise ValueError(f"extra_normalizers['{name}'] given but no extra named '{name}'")
             if norm.dim != self.extras[name].dim:
-                raise ShapeMismatchError(f"extra_normalizers['{name}'] has {norm.dim} dims, the field has {self.extras[name].dim}")
+                raise ShapeMismatchError(
+                    f"extra_normalizers['{name}'] has {norm.dim} dims, the field has {self.extras[name].dim}"
+                )
 
         all_eps = np.arange(eps.num_episodes)
         chosen = all_eps if episodes is None else np.asarray(episodes, dtype=np.int64).reshape(-1)
@@ -134,6 +138,11 @@ class ChunkDataset(Dataset):
                 f"{eps.source}: {self.num_dropped_episodes} of {len(chosen)} episodes are shorter than horizon "
                 f"{self.horizon} and give no window under pad='drop' (e.g. {', '.join(short)})",
                 stacklevel=2,
+            )
+        if not counts.sum():
+            raise DataError(
+                f"{eps.source}: no windows of horizon {self.horizon} with pad={pad!r} in {len(chosen)} episodes"
+                + (f" (longest has {int(lengths.max())} frames)" if len(chosen) else "")
             )
         self.episode_indices = chosen  # (E',) episodes in use, global indices into eps
         self._counts = counts.astype(np.int64)

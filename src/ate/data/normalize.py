@@ -46,7 +46,8 @@ class Normalizer:
         if mode not in MODES:
             raise ValueError(f"Normalizer mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
-        self.min, self.max, self.mean, self.std = (np.asarray(v, dtype=np.float64).reshape(-1) for v in (min, max, mean, std))
+        stats = (np.asarray(v, dtype=np.float64).reshape(-1) for v in (min, max, mean, std))
+        self.min, self.max, self.mean, self.std = stats
         if not (len(self.min) == len(self.max) == len(self.mean) == len(self.std)):
             raise ShapeMismatchError("Normalizer stats have different lengths")
         self.count = int(count)

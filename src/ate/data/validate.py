@@ -31,6 +31,8 @@ def check_structure(eps: EpisodeSet) -> None:
     if d == 0:
         raise DataError(f"{where} has 0 dims per frame (shape {shape})")
     ends = eps.episode_ends
+    if len(eps.episode_attrs) != len(ends):
+        raise DataError(f"{where}: {len(eps.episode_attrs)} episode attrs for {len(ends)} episodes")
     if len(eps.episode_names) != len(ends):
         raise DataError(f"{where}: {len(eps.episode_names)} episode names for {len(ends)} episodes")
     lengths = np.diff(ends, prepend=0)

@@ -114,7 +114,9 @@ def _read_npz_per_episode(path: Path, npz, names: list[str], key: str | None) ->
         arr = npz[name]
         check_frames(arr, f"{source}: episode '{name}'", name)
         if arrays and arr.shape[1] != arrays[0].shape[1]:
-            raise DataError(f"{source}: episode '{name}' has {arr.shape[1]} dims, '{names[0]}' has {arrays[0].shape[1]}")
+            raise DataError(
+                f"{source}: episode '{name}' has {arr.shape[1]} dims, '{names[0]}' has {arrays[0].shape[1]}"
+            )
         if arr.shape[0] == 0:
             raise DataError(f"{source}: episode '{name}' is zero-length")
         arrays.append(np.asarray(arr, dtype=np.float32))
