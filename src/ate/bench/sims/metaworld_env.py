@@ -106,4 +106,6 @@ class MetaWorldExpert:
         pass  # the shipped policies are stateless
 
     def act(self, state: np.ndarray) -> np.ndarray:
-        return np.asarray(self._policy.get_action(np.asarray(state, dtype=np.float64)), dtype=np.float32)
+        action = self._policy.get_action(np.asarray(state, dtype=np.float64))
+        # the env clips to [-1, 1] anyway; clipping here makes recorded demos hold the effective action
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
