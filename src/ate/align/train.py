@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -143,8 +144,8 @@ def _make_datasets(eps, cfg: AlignConfig, normalizer, horizon: int):
 
     if normalizer is None:
         normalizer = Normalizer.fit(eps, mode=cfg.normalization)
-    elif normalizer.to_dict().get("dim", eps.dim) != eps.dim:
-        raise ShapeMismatchError(f"normaliser is for D={normalizer.to_dict().get('dim')} but {eps.source} has D={eps.dim}")
+    elif normalizer.dim != eps.dim:
+        raise ShapeMismatchError(f"normaliser is for D={normalizer.dim} but {eps.source} has D={eps.dim}")
     train_idx, val_idx = split_episodes(eps.num_episodes, cfg.val_ratio, cfg.seed) if cfg.val_ratio > 0 else (None, [])
     train = ChunkDataset(eps, horizon=horizon, normalizer=normalizer, pad=cfg.pad, episodes=train_idx)
     val = ChunkDataset(eps, horizon=horizon, normalizer=normalizer, pad=cfg.pad, episodes=val_idx) if len(val_idx) else None
@@ -155,8 +156,8 @@ def _make_datasets(eps, cfg: AlignConfig, normalizer, horizon: int):
 
 
 def _batch(dataset, indices) -> dict[str, torch.Tensor]:
-    items = [dataset[int(i)] for i in indices]
-    return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
+    out = dataset[np.asarray(indices, dtype=np.int64)]  # one vectorised gather (lazy storage friendly)
+    return {"action": out["action"], "is_pad": out["is_pad"]}
 
 
 class _Logger:

@@ -1,0 +1,22 @@
+"""`ate inspect`: latent projection + reconstruction errors of an aligned VAE."""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("inspect", help="plot source/target latents, the prior summary and reconstruction errors")
+    p.add_argument("--model", required=True, help="VAE run or model dir (usually stage 2)")
+    p.add_argument("--data", required=True, help="dataset of that VAE (target data)")
+    p.add_argument("--source", default=None, help="stage-1 run or model dir to plot alongside")
+    p.add_argument("--source-data", default=None, help="source dataset (with --source)")
+    p.add_argument("--method", choices=("pca", "tsne"), default="pca")
+    p.add_argument("--max-points", type=int, default=1500)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    from ate.align.inspect import inspect_alignment
+
+    r = inspect_alignment(args.model, args.data, args.out, args.source, args.source_data, args.method, args.max_points)
+    print(f"wrote {r['png']}; prior {r['prior']}; target mean log p {r['target_logp']}")
+    print("reconstruction error per dim:", r["recon_per_dim"])
+    return 0
