@@ -1,0 +1,73 @@
+"""`ate lerobot align`: train both action VAEs straight from LeRobotDataset roots (main env, pyarrow only).
+
+The VAEs see exactly the action space the LeRobot policy trains in: each dataset's ``meta/stats.json``
+with the policy's ACTION normalisation (diffusion MIN_MAX, pi0 / SmolVLA MEAN_STD, pi0.5 QUANTILES) and the
+policy's chunk length (diffusion ``horizon``, pi0 family ``chunk_size``). The stage-2 model directory is
+what ``--policy.vae_path`` of the ``ate_*`` LeRobot policy types expects.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+NORM_MODES = ("MIN_MAX", "MEAN_STD", "QUANTILES", "QUANTILE10")
+
+
+def register(sub) -> None:
+    from ate.align.train import AlignConfig
+    from ate.cli._options import add_dataclass_options
+
+    p = sub.add_parser("lerobot", help="LeRobot integration: train the VAEs from LeRobotDataset roots",
+                       description="LeRobot integration. The policy types ate_diffusion / ate_pi0 / ate_pi05 / "
+                                   "ate_smolvla run inside LeRobot's own environment (scripts/lerobot_env.sh) with "
+                                   "lerobot-train --policy.discover_packages_path=ate.integrations.lerobot.")
+    cmds = p.add_subparsers(dest="lerobot_command", metavar="COMMAND", required=True)
+    a = cmds.add_parser("align", help="stage-1 VAE on the source root, stage-2 VAE on the target root",
+                        description=__doc__.splitlines()[0])
+    a.add_argument("--source", required=True, help="source (pretraining) LeRobotDataset root (v3.0 or v2.1)")
+    a.add_argument("--target", required=True, help="target (fine-tuning) LeRobotDataset root")
+    a.add_argument("--policy", required=True, choices=("diffusion", "pi0", "pi05", "smolvla"),
+                   help="LeRobot policy family whose normalisation and chunk length the VAEs must use")
+    a.add_argument("--out", required=True, help="run directory: OUT/stage1, OUT/stage2 (re-run to resume)")
+    a.add_argument("--horizon", type=int, default=None,
+                   help="chunk length = the policy's --policy.horizon (diffusion) / --policy.chunk_size "
+                        "(pi0 family); default: LeRobot's default for --policy")
+    a.add_argument("--norm-mode", choices=NORM_MODES, default=None,
+                   help="ACTION normalisation if you changed the policy's normalization_mapping")
+    a.add_argument("--key", default="action", help="per-frame action field (default: action)")
+    add_dataclass_options(a, AlignConfig, skip={"horizon", "normalization"}, group="training options")
+    a.set_defaults(func=_align)
+
+
+def _align(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ate.align.train import AlignConfig, train_stage1, train_stage2
+    from ate.cli._options import dataclass_from_args
+    from ate.data import load_episodes
+    from ate.integrations.lerobot_common import chunk_defaults, normalizer_from_stats, read_stats
+
+    defaults = chunk_defaults(args.policy)
+    horizon = args.horizon or defaults["horizon"]
+    mode = args.norm_mode or defaults["norm_mode"]
+    out = Path(args.out)
+    models = []
+    for stage, root in ((1, args.source), (2, args.target)):
+        eps = load_episodes(root, format="lerobot", key=args.key)
+        norm = normalizer_from_stats(read_stats(root), mode, key=args.key, source=f"{root}/meta/stats.json")
+        if norm.dim != eps.dim:
+            from ate.errors import ShapeMismatchError
+
+            raise ShapeMismatchError(f"{root}: meta/stats.json has {norm.dim} dims for {args.key!r} but the data "
+                                     f"has {eps.dim}")
+        cfg = dataclass_from_args(AlignConfig, args, horizon=horizon,
+                                  normalization="meanstd" if mode == "MEAN_STD" else "minmax")
+        if stage == 1:
+            models.append(train_stage1(eps, out / "stage1", cfg, normalizer=norm))
+        else:
+            models.append(train_stage2(eps, out / "stage2", models[0], cfg, normalizer=norm))
+    field = "horizon" if args.policy == "diffusion" else "chunk_size"
+    print(f"stage 1: {models[0]}\nstage 2: {models[1]}\n"
+          f"lerobot-train ... --policy.discover_packages_path=ate.integrations.lerobot --policy.type=ate_{args.policy} "
+          f"--policy.vae_path={models[1].resolve()} --policy.{field}={horizon}")
+    return 0
