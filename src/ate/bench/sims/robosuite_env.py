@@ -108,6 +108,15 @@ class RobosuiteEnv(SimEnv):
         lo, hi = sim.model.jnt_range[g_joint]
         self._grip_open = float(gripper.init_qpos[0])
         self._grip_span = float(hi - lo) or 1.0
+        # finger-closing direction in the grip-site frame (x for every robosuite parallel gripper)
+        pads = [gripper.important_geoms.get(k) for k in ("left_fingerpad", "right_fingerpad")]
+        self.finger_axis = np.array([1.0, 0.0, 0.0])
+        if all(pads):
+            data = sim.data
+            left, right = (np.mean([data.geom_xpos[sim.model.geom_name2id(g)] for g in p], axis=0) for p in pads)
+            axis = data.site_xmat[self.site_id].reshape(3, 3).T @ (left - right)
+            if np.linalg.norm(axis) > 1e-6:
+                self.finger_axis = axis / np.linalg.norm(axis)
         if self.task == "Lift":
             self._object_ids = [self._env.cube_body_id]
         else:

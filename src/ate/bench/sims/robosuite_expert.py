@@ -46,7 +46,8 @@ class JointSpaceExpert:
         damping: DLS damping λ in J^T (J J^T + λ² I)^-1.
     """
 
-    def __init__(self, model, qpos_addr, dof_addr, site_id: int, task: str, damping: float = 0.05):
+    def __init__(self, model, qpos_addr, dof_addr, site_id: int, task: str, damping: float = 0.05,
+                 finger_axis=(1.0, 0.0, 0.0)):
         self.model = model
         self.data = mujoco.MjData(model)
         self.qpos_addr = np.asarray(qpos_addr)
@@ -55,6 +56,7 @@ class JointSpaceExpert:
         self.task = task
         self.n = len(self.qpos_addr)
         self.damping = damping
+        self.finger_axis = np.asarray(finger_axis, dtype=np.float64)  # closing direction, grip-site frame
         self.sl = layout_slices(ROBOSUITE_LAYOUT)
         self._jacp = np.zeros((3, model.nv))
         self._jacr = np.zeros((3, model.nv))
@@ -62,6 +64,7 @@ class JointSpaceExpert:
 
     @classmethod
     def for_env(cls, env: RobosuiteEnv, **kwargs) -> JointSpaceExpert:
+        kwargs.setdefault("finger_axis", env.finger_axis)
         return cls(env.model, env.qpos_addr, env.dof_addr, env.site_id, env.task, **kwargs)
 
     def reset(self) -> None:
@@ -69,19 +72,46 @@ class JointSpaceExpert:
         self.phase_steps = 0
         self.q_home = None
         self.grasp_rot = None
+        self.grasp_yaw = None
         self._closure_hist: list[float] = []
 
     # --- phase machine -------------------------------------------------------------------------
     def _goto(self, phase: str) -> None:
         self.phase, self.phase_steps = phase, 0
         self._closure_hist = []
+        if phase == "above":
+            self.grasp_yaw = None  # re-plan the grasp from scratch
+
+    def _grasp_rotation(self, s: np.ndarray) -> np.ndarray:
+        """Target grip-site rotation for grasping cube A: pointing down, fingers on two cube faces.
+
+        A parallel gripper fits a cube at yaw θ + k·90°. The first time, pick the k with the smallest
+        wrist rotation (Lift) or, for Stack, the one whose finger-closing axis is most perpendicular to
+        the A -> B direction (open fingers then never straddle cube B). Later steps keep the candidate
+        nearest to that choice, so the target does not flip when the cube turns slightly.
+        """
+        sl = self.sl
+        theta = yaw_from_features(s[sl["obj0_yaw"]])
+        cands = [theta + k * np.pi / 2 for k in (-2, -1, 0, 1, 2)]
+        cands = [c for c in cands if -np.pi / 2 - 1e-9 < c <= np.pi / 2 + 1e-9]
+        if self.grasp_yaw is None:
+            ab = (s[sl["obj1_pos"]] - s[sl["obj0_pos"]])[:2].astype(np.float64)
+            if self.task == "Stack" and np.linalg.norm(ab) > 1e-6:
+                u = ab / np.linalg.norm(ab)
+                score = [abs((_rot_z(c) @ _R_DOWN @ self.finger_axis)[:2] @ u) + 0.1 * abs(c) for c in cands]
+            else:
+                score = [abs(c) for c in cands]
+            self.grasp_yaw = cands[int(np.argmin(score))]
+        else:  # nearest candidate modulo the gripper's 180° symmetry
+            dist = [abs((c - self.grasp_yaw + np.pi / 2) % np.pi - np.pi / 2) for c in cands]
+            self.grasp_yaw = cands[int(np.argmin(dist))]
+        return _rot_z(self.grasp_yaw) @ _R_DOWN
 
     def _plan(self, s: np.ndarray, eef: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """-> (target grip-site position (3,), target rotation (3, 3), gripper command)."""
         sl = self.sl
         a_pos = s[sl["obj0_pos"]].astype(np.float64)
         a_rel = s[sl["obj0_rel"]].astype(np.float64)
-        cube_rot = _rot_z(yaw_from_features(s[sl["obj0_yaw"]])) @ _R_DOWN
         closure = float(s[sl["joint_pos"].start + GRIPPER_SLOT])
         open_, close = -1.0, 1.0
         self.phase_steps += 1
@@ -89,10 +119,12 @@ class JointSpaceExpert:
 
         if self.phase in ("lift", "carry", "lower") and not holding:
             self._goto("above")  # dropped it: start over
+        cube_rot = self._grasp_rotation(s)
+        rot_err = float(np.linalg.norm(orientation_error(cube_rot, self._current_rot)))
         if self.phase == "above":
             target = a_pos + [0.0, 0.0, HOVER]
             # open first; only descend once above the cube with the right yaw
-            if np.linalg.norm(target - eef) < 0.015 and self._rot_err_norm < 0.08:
+            if np.linalg.norm(target - eef) < 0.015 and rot_err < 0.08:
                 self._goto("descend")
             return target, cube_rot, open_
         if self.phase == "descend":
@@ -149,9 +181,6 @@ class JointSpaceExpert:
         eef = d.site_xpos[self.site_id].copy()
         self._current_rot = d.site_xmat[self.site_id].reshape(3, 3).copy()
 
-        # orientation error toward the current phase's rotation is needed by the phase test
-        target_rot_guess = _rot_z(yaw_from_features(s[self.sl["obj0_yaw"]])) @ _R_DOWN
-        self._rot_err_norm = float(np.linalg.norm(orientation_error(target_rot_guess, self._current_rot)))
         target_pos, target_rot, grip = self._plan(s, eef)
 
         dp = target_pos - eef
