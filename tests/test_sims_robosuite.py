@@ -68,3 +68,14 @@ def test_bad_inputs_are_named(lift_env):
         make_env("robosuite", "Door", robot="Panda")
     with pytest.raises(DataError, match="unknown robosuite robot"):
         make_env("robosuite", "Lift", robot="NoSuchArm")
+
+
+def test_expert_stacks_with_the_six_joint_arm():
+    env = make_env("robosuite", "Stack", robot="UR5e")
+    try:
+        s = env.reset(0)["state"]
+        np.testing.assert_array_equal(s[env.state_layout["obj_mask"]], [1, 1])
+        success, steps = run_expert(env, 0)
+        assert success and steps < env.max_steps
+    finally:
+        env.close()

@@ -164,7 +164,9 @@ class JointSpaceExpert:
             if self.phase_steps > 12:
                 self._goto("retreat")
             return eef.copy(), rot, open_
-        return np.array([eef[0], eef[1], b_pos[2] + 0.2]), rot, open_  # retreat
+        if a_pos[2] < b_pos[2] + CUBE_A_HALF:  # retreat, but cube A fell off B: try again
+            self._goto("above")
+        return np.array([eef[0], eef[1], b_pos[2] + 0.2]), rot, open_
 
     # --- inverse kinematics --------------------------------------------------------------------
     def act(self, state: np.ndarray) -> np.ndarray:
