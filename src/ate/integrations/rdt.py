@@ -80,22 +80,28 @@ def rdt_guided_loss(guide: LatentGuidance, pred: torch.Tensor, target: torch.Ten
     Args:
         pred, target, noisy_action, action_gt: (B, H, 128) as in ``RDTRunner.compute_loss``.
         timesteps: (B,) integer DDPM timesteps.
-        action_mask: (B, 1, 128) or (B, 128) 0/1 float, valid slots (RDT's batch field); None = the slots the
-            guidance's ``action_index`` reads.
+        action_mask: (B, K, 128) or (B, 128) 0/1 float, valid slots (RDT's batch field; ``compute_loss``
+            expands it to K = H + 1 rows, row 0 is used); None = the slots the guidance's ``action_index`` reads.
 
     Returns:
         (scalar loss, diag with ``guidance_norm``, ``frac_clamped``, ``latent_dist``, ``coef_mean``, ``plain_loss``).
     """
     B, H, D = pred.shape
+    enc_param = next(iter(guide.encoder.parameters()), None)
+    if enc_param is not None and enc_param.device != pred.device:  # first call on this rank's device
+        guide.encoder.to(pred.device)
     if action_mask is None:
         if guide.action_index is None:
             raise ShapeMismatchError("rdt_guided_loss needs action_mask when the guidance has no action_index")
         dim_mask = torch.zeros(D, device=pred.device)
         dim_mask[guide.action_index.to(pred.device)] = 1
     else:
-        dim_mask = action_mask.reshape(B, D) if action_mask.numel() == B * D else None
-        if dim_mask is None:
-            raise ShapeMismatchError(f"action_mask has shape {tuple(action_mask.shape)}; expected (B, 1, {D})")
+        if action_mask.ndim == 3 and action_mask.shape[0] == B and action_mask.shape[2] == D:
+            dim_mask = action_mask[:, 0]
+        elif action_mask.shape == (B, D):
+            dim_mask = action_mask
+        else:
+            raise ShapeMismatchError(f"action_mask has shape {tuple(action_mask.shape)}; expected (B, K, {D}) or (B, {D})")
     g, diag = guide.gradient(noisy_action, action_gt, timesteps, dim_mask=dim_mask)
     sign = -1.0 if guide.config.sign == "flipped" else 1.0
     loss = F.mse_loss(pred + sign * guide.config.scale * g.to(pred.dtype), target)
