@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.lerobot
+# the first test also pays for a cold environment build (≈3-7 min here), above the suite's 900 s default
+pytestmark = [pytest.mark.lerobot, pytest.mark.timeout(1800)]
 
 REPO = Path(__file__).resolve().parents[1]
 ENV_TIMEOUT_S = 1200  # the tier's budget is ~20 min including a cold environment build
