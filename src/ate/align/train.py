@@ -160,13 +160,21 @@ def _batch(dataset, indices) -> dict[str, torch.Tensor]:
     return {"action": out["action"], "is_pad": out["is_pad"]}
 
 
+def _step_of(line: str) -> float:
+    """Step of a metrics line; a line cut short by a killed process (or blank) counts as past any checkpoint."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
+
+
 class _Logger:
     """metrics.jsonl (+ optional wandb / tensorboard)."""
 
     def __init__(self, out_dir: Path, cfg: AlignConfig, resume_step: int, enabled: bool):
         self.path, self.enabled = out_dir / "metrics.jsonl", enabled
         if enabled and self.path.exists():  # drop lines written after the checkpoint we resume from
-            keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= resume_step]
+            keep = [ln for ln in self.path.read_text().splitlines() if _step_of(ln) <= resume_step]
             self.path.write_text("".join(ln + "\n" for ln in keep))
         self.backend = None
         if enabled and cfg.log_to == "wandb":
@@ -273,6 +281,11 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
         if _resume_key(saved.get("align_config", {})) != _resume_key(cfg.to_dict()) or saved.get("stage") != stage:
             raise CheckpointError(f"{last} was written with a different configuration or stage; "
                                   "use a new --out directory or the same options to resume")
+        # other data (other D, other statistics) would otherwise fail deep in load_state_dict or, worse,
+        # silently continue on different data
+        if saved.get("vae_config") != vae_cfg.to_dict() or saved.get("normalizer") != json.loads(json.dumps(meta["normalizer"])):
+            raise CheckpointError(f"{last} was trained on different data (action dims / normalisation stats differ "
+                                  f"from {eps.source}); use a new --out directory or the same data to resume")
         vae.load_state_dict(load_tensors(last / "model.safetensors"))
         state = load_training_state(last / "training_state", opt, {"noise": g_noise})
         step, best = state["step"], state["best"]
