@@ -18,9 +18,14 @@ import numpy as np
 from ate.bench.sims.runner import Episode, map_seeds, run_episode
 
 
-def _setup_policy(suite: str, task: str, robot: str | None, max_steps: int | None, policy_factory: Callable) -> dict:
+def _setup_policy(suite: str, task: str, robot: str | None, max_steps: int | None, policy_factory: Callable,
+                  workers_are_processes: bool = False) -> dict:
+    import torch
+
     from ate.bench.sims.factory import make_env
 
+    if workers_are_processes:
+        torch.set_num_threads(1)  # one thread per worker process: they already fill the cores
     return {"env": make_env(suite, task, robot, max_steps=max_steps), "policy": policy_factory()}
 
 
@@ -55,9 +60,11 @@ def evaluate(policy_factory: Callable[[], object], suite: str, task: str, robot:
     """
     if action_steps < 1:
         raise ValueError(f"action_steps must be >= 1, got {action_steps}")
-    setup = functools.partial(_setup_policy, suite, task, robot, max_steps, policy_factory)
+    seeds = list(seeds)
+    parallel = workers > 1 and len(seeds) > 1
+    setup = functools.partial(_setup_policy, suite, task, robot, max_steps, policy_factory, parallel)
     run = functools.partial(_policy_episode, action_steps=action_steps, task_index=task_index)
-    episodes = map_seeds(setup, run, list(seeds), workers, desc=f"eval {task}/{robot or ''}", progress=progress)
+    episodes = map_seeds(setup, run, seeds, workers, desc=f"eval {task}/{robot or ''}", progress=progress)
     rows = [dict(seed=e.seed, success=e.success, steps=e.steps, wall_s=round(e.wall_s, 4)) for e in episodes]
     return sorted(rows, key=lambda r: r["seed"])
 

@@ -2,7 +2,8 @@
 
 Each worker process builds its env (and actor) once in the pool initializer, then runs one episode
 per submitted seed, so env construction (1-4 s for robosuite) is paid once per worker, not per episode.
-Workers use the "spawn" start method (MuJoCo / torch state must not be forked) and 1 torch thread.
+Workers use the "spawn" start method (MuJoCo / torch state must not be forked); `evaluate` limits
+each worker to 1 torch thread (demo workers never import torch: it costs seconds of start-up).
 """
 
 from __future__ import annotations
@@ -72,12 +73,6 @@ _WORKER: dict = {}
 
 
 def _init_worker(setup: Callable[[], dict]) -> None:
-    try:
-        import torch
-
-        torch.set_num_threads(1)  # 2 shared cores: one thread per process
-    except ImportError:
-        pass
     _WORKER.clear()
     _WORKER.update(setup())
 
