@@ -1,0 +1,549 @@
+"""The evidence pipeline: does ATE beat plain fine-tuning (SFT) of the same pretrained policy?
+
+    from ate.bench.pipeline import BenchConfig, run_bench
+    results = run_bench(BenchConfig.preset("robosuite", "quick", out_dir="runs/bench/robosuite-quick"))
+
+Stages (each one cached: a JSON marker `<out_dir>/stages/<name>.json` holds its parameters, result and
+wall time; a re-run skips every stage whose marker matches its current parameters, re-runs a stage whose
+parameters changed, and resumes an interrupted training stage from its last checkpoint):
+
+1. `demos-*`      scripted-expert demos, source (robots × tasks) and target (robot × tasks), cached in
+                  `demo_dir` (shared between runs: "the first n successful seeds" is the same set
+                  whatever n was asked before); `data/` holds symlink folders with exactly the n used.
+2. `pretrain`     one policy trained on all source data (seed `pretrain_seed`).
+3. `source-eval`  optional sanity check: the pretrained policy on the source robots / tasks.
+4. `stage1`       pretraining action VAE on the source chunks, in the policy's normalised action space
+                  and chunk definition (horizon, pad), + prior summary.
+5. `stage2-*`     adaptation VAE on the target chunks (per number of target demos and training seed),
+                  aligned to the stage-1 prior, in the action space the fine-tuned policy will use for
+                  the target robot (its normaliser is passed to both fine-tuning arms).
+6. `train-*`      the arms, all from the same pretrained checkpoint with the same data / steps / seed:
+                  `sft` (guidance off), `ate` (latent guidance), and `scratch` (no pretraining: a fresh
+                  policy trained on the target demos only, same steps).
+7. `eval-*`       closed-loop success on fixed evaluation seeds (`eval_seed_start`...), parallel over
+                  `workers` processes; intermediate checkpoints too when `eval_every` > 0.
+8. results.json + report.md + PNG plots (`ate.bench.report`, `ate.bench.plots`), always rebuilt.
+
+Fairness: for a given training seed the SFT and ATE arms draw identical batches and noise (see
+`ate.policies.train`); only the guidance term differs. Evaluation seeds are identical for every arm,
+so arm differences are paired per (task, training seed, evaluation seed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+ARMS = ("sft", "ate", "scratch")
+ML10_TRAIN = ["reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-close-v3", "button-press-topdown-v3",
+              "peg-insert-side-v3", "window-open-v3", "sweep-v3", "basketball-v3"]
+ML10_TEST = ["drawer-open-v3", "door-close-v3", "shelf-place-v3", "sweep-into-v3", "lever-pull-v3"]
+
+
+@dataclass
+class BenchConfig:
+    """Every knob of one benchmark run. Lists are per-run sweeps where noted.
+
+    Domains:
+        suite: "robosuite" | "metaworld".
+        source_robots / source_tasks: pretraining data (every robot × task).
+        target_robot / target_tasks: adaptation data and evaluation.
+        n_source_demos: successful expert episodes per source (robot, task).
+        n_target_demos: target episodes per task; several values sweep "success vs number of demos".
+        demo_seed: first expert seed tried (demos are the first n successes from there).
+    Policy (`ate.policies`):
+        policy: family "dp" | "rdt" | "pi0"; policy_config: its config overrides (horizon, widths...).
+        pretrain_steps, finetune_steps, batch_size, pretrain_lr, finetune_lr: training budgets.
+        seeds: fine-tuning seeds (each gives one SFT / ATE / scratch triple); pretrain_seed: the one
+            pretrained checkpoint all arms start from.
+        arms: subset of ("sft", "ate", "scratch").
+    Evaluation (`ate.bench.sims.evaluate`):
+        eval_episodes: episodes per (arm, seed, task, checkpoint), seeds eval_seed_start, +1, ...
+        eval_every: also evaluate fine-tuning checkpoints every k steps (0: final weights only).
+        action_steps: actions executed per predicted chunk; max_steps: episode budget (None: suite default).
+        source_eval_episodes: episodes per source (robot, task) for the pretrained policy (0: skip).
+        workers: processes for demo generation and evaluation.
+    Align (`ate.align.AlignConfig`): vae_preset, latent_dim, stage1_steps, stage2_steps, vae_batch_size,
+        vae_lr, w_kl, w_mmd, mmd_distance, kl_direction, mmd_target, prior_mode.
+    Steer (`ate.steer.GuidanceConfig`): scale (λ), clamp (κ), sign, encoder_mode, reduction, t_cap.
+    """
+
+    suite: str = "robosuite"
+    preset: str = "custom"
+    out_dir: str = "runs/bench"
+    demo_dir: str | None = None  # default: <out_dir>/../demos (shared by the runs of one folder)
+    # domains
+    source_robots: list[str] = field(default_factory=lambda: ["Panda", "IIWA"])
+    source_tasks: list[str] = field(default_factory=lambda: ["Lift"])
+    target_robot: str = "UR5e"
+    target_tasks: list[str] = field(default_factory=lambda: ["Lift"])
+    n_source_demos: int = 50
+    n_target_demos: list[int] = field(default_factory=lambda: [10])
+    demo_seed: int = 0
+    # policy
+    policy: str = "dp"
+    policy_config: dict[str, Any] = field(default_factory=lambda: {"horizon": 16})
+    pretrain_steps: int = 3000
+    finetune_steps: int = 1000
+    batch_size: int = 64
+    pretrain_lr: float = 1e-4
+    finetune_lr: float = 1e-4
+    seeds: list[int] = field(default_factory=lambda: [0])
+    pretrain_seed: int = 0
+    arms: list[str] = field(default_factory=lambda: ["sft", "ate"])
+    # evaluation
+    eval_episodes: int = 20
+    eval_seed_start: int = 100_000
+    eval_every: int = 0
+    action_steps: int = 8
+    max_steps: int | None = None
+    source_eval_episodes: int = 0
+    workers: int = 2
+    # align
+    vae_preset: str = "small"
+    latent_dim: int | None = None
+    stage1_steps: int = 2000
+    stage2_steps: int = 1000
+    vae_batch_size: int = 64
+    vae_lr: float = 1e-4
+    w_kl: float = 7.5e-5
+    w_mmd: float = 1.0
+    mmd_distance: str = "sum"
+    kl_direction: str = "paper"
+    mmd_target: str = "prior"
+    prior_mode: str = "aggregate"
+    # steer
+    scale: float = 2.0
+    clamp: float | None = 0.1
+    sign: str = "reference"
+    encoder_mode: str = "sample"
+    reduction: str = "reference"
+    t_cap: float | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        from ate.bench.sims import SUITES
+
+        if self.suite not in SUITES:
+            raise ValueError(f"BenchConfig.suite={self.suite!r}; choose from {SUITES}")
+        bad = [a for a in self.arms if a not in ARMS]
+        if bad or not self.arms:
+            raise ValueError(f"BenchConfig.arms={self.arms}; choose a non-empty subset of {ARMS}")
+        for name in ("source_robots", "source_tasks", "target_tasks", "n_target_demos", "seeds"):
+            if not getattr(self, name):
+                raise ValueError(f"BenchConfig.{name} must not be empty")
+        for name in ("n_source_demos", "pretrain_steps", "finetune_steps", "eval_episodes", "batch_size",
+                     "stage1_steps", "stage2_steps", "action_steps"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"BenchConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if min(self.n_target_demos) < 1:
+            raise ValueError(f"BenchConfig.n_target_demos must be >= 1, got {self.n_target_demos}")
+        if self.eval_every < 0 or self.source_eval_episodes < 0:
+            raise ValueError("BenchConfig.eval_every and source_eval_episodes must be >= 0")
+        if self.suite == "metaworld" and (self.target_robot != "Sawyer" or self.source_robots != ["Sawyer"]):
+            raise ValueError("MetaWorld has one arm: use source_robots=['Sawyer'] and target_robot='Sawyer'")
+        # bad VAE / guidance options fail now, not after an hour of pretraining
+        from ate.steer import GuidanceConfig
+
+        self.align_config(self.stage1_steps, 0)
+        GuidanceConfig(**self.guidance_kwargs())
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def preset(cls, suite: str, preset: str, **overrides) -> "BenchConfig":
+        """The named setting of a suite ("smoke" | "quick" | "full") with field overrides."""
+        if (suite, preset) not in PRESETS:
+            names = sorted({p for _, p in PRESETS})
+            raise ValueError(f"no preset {preset!r} for suite {suite!r}; presets: {names}")
+        values = {**PRESETS[(suite, preset)], "suite": suite, "preset": preset}
+        values.update(overrides)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir)
+
+    @property
+    def demo_root(self) -> Path:
+        return Path(self.demo_dir) if self.demo_dir else self.run_dir.parent / "demos"
+
+    def align_config(self, steps: int, seed: int, horizon: int = 16, pad: str = "repeat",
+                     normalization: str = "minmax"):
+        from ate.align.train import AlignConfig
+
+        return AlignConfig(horizon=horizon, pad=pad, normalization=normalization, preset=self.vae_preset,
+                           latent_dim=self.latent_dim, w_kl=self.w_kl, w_mmd=self.w_mmd,
+                           mmd_distance=self.mmd_distance, kl_direction=self.kl_direction, mmd_target=self.mmd_target,
+                           prior_mode=self.prior_mode, steps=steps, batch_size=self.vae_batch_size, lr=self.vae_lr,
+                           seed=seed, val_ratio=0.0, eval_every=max(steps, 1), save_every=max(steps // 4, 1),
+                           progress=self.progress)
+
+    def guidance_kwargs(self) -> dict[str, Any]:
+        return dict(scale=self.scale, clamp=self.clamp, sign=self.sign, encoder_mode=self.encoder_mode,
+                    reduction=self.reduction, t_cap=self.t_cap)
+
+
+_ROBOSUITE_BASE = dict(source_robots=["Panda", "IIWA"], source_tasks=["Lift"], target_robot="UR5e",
+                       target_tasks=["Lift"], policy="dp", policy_config={"horizon": 16})
+_METAWORLD_BASE = dict(source_robots=["Sawyer"], target_robot="Sawyer", policy="dp", policy_config={"horizon": 16},
+                       max_steps=200)
+
+# Budgets. smoke: proves the plumbing end to end (< 3 min, success rates meaningless).
+# quick: the smallest setting that still compares the arms (the README demo; ~10 min on 2 cores).
+# full: the published setting (hours).
+PRESETS: dict[tuple[str, str], dict[str, Any]] = {
+    ("robosuite", "smoke"): dict(
+        _ROBOSUITE_BASE, source_robots=["Panda"], n_source_demos=2, n_target_demos=[2], pretrain_steps=30,
+        finetune_steps=20, batch_size=16, stage1_steps=20, stage2_steps=20, eval_episodes=2, max_steps=40,
+        policy_config={"horizon": 8, "down_dims": [16, 32], "cond_dim": 32}, arms=["sft", "ate"], vae_batch_size=16,
+        eval_every=10),
+    ("robosuite", "quick"): dict(
+        _ROBOSUITE_BASE, n_source_demos=20, n_target_demos=[5], pretrain_steps=1500, finetune_steps=500,
+        stage1_steps=600, stage2_steps=400, eval_episodes=24, seeds=[0, 1]),
+    ("robosuite", "full"): dict(
+        _ROBOSUITE_BASE, source_tasks=["Lift", "Stack"], target_tasks=["Lift", "Stack"], n_source_demos=100,
+        n_target_demos=[5, 10, 20], pretrain_steps=20000, finetune_steps=3000, stage1_steps=10000,
+        stage2_steps=3000, eval_episodes=50, eval_every=1000, seeds=[0, 1, 2], arms=["sft", "ate", "scratch"],
+        source_eval_episodes=50, batch_size=128, policy_config={"horizon": 16, "down_dims": [64, 128, 256]}),
+    ("metaworld", "smoke"): dict(
+        _METAWORLD_BASE, source_tasks=["reach-v3"], target_tasks=["drawer-open-v3"], n_source_demos=2,
+        n_target_demos=[2], pretrain_steps=30, finetune_steps=20, batch_size=16, stage1_steps=20, stage2_steps=20,
+        eval_episodes=2, max_steps=40, policy_config={"horizon": 8, "down_dims": [16, 32], "cond_dim": 32},
+        vae_batch_size=16, eval_every=10),
+    ("metaworld", "quick"): dict(
+        _METAWORLD_BASE, source_tasks=ML10_TRAIN, target_tasks=["drawer-open-v3", "door-close-v3"], n_source_demos=10,
+        n_target_demos=[5], pretrain_steps=2000, finetune_steps=500, stage1_steps=600, stage2_steps=400,
+        eval_episodes=20, seeds=[0, 1]),
+    ("metaworld", "full"): dict(
+        _METAWORLD_BASE, source_tasks=ML10_TRAIN, target_tasks=ML10_TEST, n_source_demos=50, n_target_demos=[5, 10],
+        pretrain_steps=20000, finetune_steps=3000, stage1_steps=10000, stage2_steps=3000, eval_episodes=50,
+        eval_every=1000, seeds=[0, 1, 2], arms=["sft", "ate", "scratch"], source_eval_episodes=20, batch_size=128,
+        max_steps=500, policy_config={"horizon": 16, "down_dims": [64, 128, 256]}),
+}
+
+
+# ---------------------------------------------------------------------------------------------- stages
+class StageCache:
+    """Run-once stages keyed by name. A stage is done when `<dir>/<name>.json` exists with the same
+    parameters; its JSON then holds {"params", "result", "wall_s"}. A stage started with other parameters
+    (`<name>.started.json`) has its output folder removed before it re-runs, so stale weights are never
+    resumed; one started with the same parameters resumes from its own checkpoints."""
+
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.timings: dict[str, dict[str, Any]] = {}
+
+    @staticmethod
+    def _canon(params: dict) -> dict:
+        return json.loads(json.dumps(params, sort_keys=True, default=str))
+
+    def run(self, name: str, params: dict, fn: Callable[[], Any], output: Path | None = None) -> Any:
+        from ate.checkpoint import write_json_atomic
+
+        params = self._canon(params)
+        done, started = self.dir / f"{name}.json", self.dir / f"{name}.started.json"
+        if done.is_file():
+            rec = json.loads(done.read_text())
+            if rec.get("params") == params:
+                self.timings[name] = {"wall_s": rec["wall_s"], "cached": True}
+                return rec["result"]
+            logger.info("stage %s: parameters changed, re-running", name)
+            done.unlink()
+        if started.is_file() and json.loads(started.read_text()) != params and output is not None and output.exists():
+            logger.info("stage %s: removing %s (started with other parameters)", name, output)
+            shutil.rmtree(output)
+        write_json_atomic(started, params)
+        t0 = time.perf_counter()
+        result = fn()
+        wall = round(time.perf_counter() - t0, 2)
+        write_json_atomic(done, {"params": params, "result": result, "wall_s": wall})
+        self.timings[name] = {"wall_s": wall, "cached": False}
+        return result
+
+
+def _link_dir(folder: Path, files: list[Path]) -> Path:
+    """A folder holding exactly `files` (symlinks; copies where links are not possible)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for f in files:
+        try:
+            os.symlink(Path(f).resolve(), folder / Path(f).name)
+        except OSError:
+            shutil.copy2(f, folder / Path(f).name)
+    return folder
+
+
+class EvalPolicy:
+    """Picklable policy factory for `evaluate`: loads a saved model in the worker and acts as `robot`."""
+
+    def __init__(self, model_dir: str, robot: str):
+        self.model_dir, self.robot = str(model_dir), robot
+        self._policy = None
+
+    def __call__(self) -> "EvalPolicy":
+        from ate.policies import load_policy
+
+        self._policy = load_policy(self.model_dir)
+        return self
+
+    def predict_chunk(self, batch: dict, generator=None):
+        return self._policy.predict_chunk(batch, robot=self.robot, generator=generator)
+
+
+def _identity_normalizer(dim: int, mode: str, count: int):
+    """Normaliser that maps x to x: for chunks that are already in the policy's normalised space."""
+    import numpy as np
+
+    from ate.data import Normalizer
+
+    ones, zeros = np.ones(dim), np.zeros(dim)
+    return Normalizer(mode, min=-ones, max=ones, mean=zeros, std=ones, count=count)
+
+
+def source_chunks_in_policy_space(policy, source_dirs: list[Path]):
+    """All source actions normalised with the policy's own per-robot statistics, as one EpisodeSet.
+
+    Robots with the same action dim stay in that (robot) space; differing dims are mapped into the
+    policy's padded action space (zeros on unused dims), so one stage-1 VAE can read them all."""
+    import numpy as np
+    import torch
+
+    from ate.data import EpisodeSet
+    from ate.policies.data import load_sources
+
+    sources = load_sources([str(d) for d in source_dirs])
+    dims = {s.actions.shape[1] for s in sources}
+    parts, ends, names, attrs, total = [], [], [], [], 0
+    for s in sources:
+        a = s.actions if isinstance(s.actions, np.ndarray) else np.asarray(s.actions)
+        a = policy.normalizers[s.robot]["action"].normalize(a.astype(np.float32))
+        if len(dims) > 1:
+            a = policy.to_policy_space(torch.as_tensor(a), s.robot).numpy()
+        parts.append(np.asarray(a, dtype=np.float32))
+        ends.extend(int(e) + total for e in s.episode_ends)
+        total += len(a)
+        names.extend(s.names)
+        attrs.extend({"robot": s.robot, "task": t} for t in s.tasks)
+    actions = np.concatenate(parts)
+    return EpisodeSet(actions, np.asarray(ends), names, attrs, source="source chunks (policy-normalised)")
+
+
+# ---------------------------------------------------------------------------------------------- pipeline
+def run_bench(config: BenchConfig, command: str | None = None) -> dict[str, Any]:
+    """Run (or resume) every stage of `config` and write results.json, report.md and the plots.
+
+    Returns the results dict (schema in `ate.bench.report`)."""
+    import torch
+
+    from ate.bench.report import build_results, write_report
+    from ate.bench.sims import evaluate, generate_demos
+    from ate.checkpoint import write_json_atomic
+
+    cfg = config
+    t_start = time.perf_counter()
+    run = cfg.run_dir
+    run.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run / "config.json", cfg.to_dict())
+    stages = StageCache(run / "stages")
+    quiet = not cfg.progress
+
+    def log(msg: str) -> None:
+        if cfg.progress:
+            print(f"[ate bench {time.perf_counter() - t_start:7.1f}s] {msg}", flush=True)
+
+    # 1. demos ------------------------------------------------------------------------------------
+    demo_info: list[dict] = []
+
+    def demos(task: str, robot: str, n: int) -> list[Path]:
+        folder = cfg.demo_root / cfg.suite / f"{task}-{robot}"
+        params = dict(suite=cfg.suite, task=task, robot=robot, n=n, seed=cfg.demo_seed)
+        paths = stages.run(f"demos-{task}-{robot}-n{n}", params, lambda: [str(p) for p in generate_demos(
+            cfg.suite, task, robot, n=n, seed=cfg.demo_seed, out_dir=folder, workers=cfg.workers,
+            progress=cfg.progress)])
+        demo_info.append(_expert_stats(folder, cfg.suite, task, robot, cfg.demo_seed, paths))
+        return [Path(p) for p in paths]
+
+    log(f"demos -> {cfg.demo_root / cfg.suite}")
+    source_dirs = [_link_dir(run / "data" / f"source-{t}-{r}", demos(t, r, cfg.n_source_demos))
+                   for r in cfg.source_robots for t in cfg.source_tasks]
+    n_max = max(cfg.n_target_demos)
+    target_all = {t: demos(t, cfg.target_robot, n_max) for t in cfg.target_tasks}
+    target_dirs = {n: _link_dir(run / "data" / f"target-n{n}", [p for t in cfg.target_tasks for p in target_all[t][:n]])
+                   for n in cfg.n_target_demos}
+
+    # 2. pretrain -----------------------------------------------------------------------------------
+    from ate.policies import load_policy
+    from ate.policies.train import finetune, pretrain
+
+    pre_dir = run / "pretrain"
+    train_common = dict(batch_size=cfg.batch_size, progress=cfg.progress)
+    pre_params = dict(data=[str(d) for d in source_dirs], policy=cfg.policy, policy_config=cfg.policy_config,
+                      steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, seed=cfg.pretrain_seed, **train_common)
+
+    def do_pretrain():
+        pretrain(source_dirs, pre_dir, policy=cfg.policy, policy_config=cfg.policy_config, steps=cfg.pretrain_steps,
+                 lr=cfg.pretrain_lr, seed=cfg.pretrain_seed, resume=(pre_dir / "checkpoints" / "last").exists(),
+                 **train_common)
+        return str(pre_dir / "pretrained_model")
+
+    log(f"pretrain {cfg.policy} on {len(source_dirs)} source datasets ({cfg.pretrain_steps} steps)")
+    pre_model = Path(stages.run("pretrain", pre_params, do_pretrain, output=pre_dir))
+    policy = load_policy(pre_model)
+    horizon, norm_mode = policy.config.horizon, policy.config.normalization
+
+    evals: list[dict] = []
+
+    def eval_model(tag: str, model_dir: Path, task: str, robot: str, n_episodes: int, arm: str, seed: int | None,
+                   n_demos: int | None, step: int) -> None:
+        task_index = load_policy(model_dir).task_id(task)
+        seeds = list(range(cfg.eval_seed_start, cfg.eval_seed_start + n_episodes))
+        params = dict(model=str(model_dir), task=task, robot=robot, seeds=seeds, action_steps=cfg.action_steps,
+                      max_steps=cfg.max_steps, mtime=os.path.getmtime(Path(model_dir) / "model.safetensors"))
+        rows = stages.run(f"eval-{tag}-{task}", params, lambda: evaluate(
+            EvalPolicy(str(model_dir), robot), cfg.suite, task, robot, seeds=seeds, workers=cfg.workers,
+            action_steps=cfg.action_steps, task_index=task_index, max_steps=cfg.max_steps, progress=cfg.progress))
+        evals.append(dict(arm=arm, task=task, robot=robot, seed=seed, n_demos=n_demos, step=step, episodes=rows))
+
+    # 3. the pretrained policy on its own robots (is pretraining any good?) ---------------------------
+    if cfg.source_eval_episodes:
+        log("evaluating the pretrained policy on the source robots")
+        for r in cfg.source_robots:
+            for t in cfg.source_tasks:
+                eval_model(f"pretrained-{r}", pre_model, t, r, cfg.source_eval_episodes, "pretrained", None, None,
+                           cfg.pretrain_steps)
+
+    # 4. stage 1: source chunks in the policy's normalised space ------------------------------------
+    vae_dir = run / "vae"
+    s1_dir = vae_dir / "stage1"
+
+    def do_stage1():
+        from ate.align.train import train_stage1
+
+        eps = source_chunks_in_policy_space(policy, source_dirs)
+        ident = _identity_normalizer(eps.dim, norm_mode, len(eps))
+        return str(train_stage1(eps, s1_dir, cfg.align_config(cfg.stage1_steps, cfg.pretrain_seed, horizon, "repeat",
+                                                              norm_mode), normalizer=ident))
+
+    s1_params = dict(pretrain=pre_params, vae=cfg.align_config(cfg.stage1_steps, cfg.pretrain_seed, horizon, "repeat",
+                                                               norm_mode).to_dict())
+    s1_params["vae"].pop("progress")
+    log(f"stage 1 VAE on source chunks ({cfg.stage1_steps} steps)")
+    s1_model = Path(stages.run("stage1", s1_params, do_stage1, output=s1_dir))
+
+    # 5.-7. per number of target demos and seed: stage 2, the arms, evaluation -----------------------
+    for n in cfg.n_target_demos:
+        tdir = target_dirs[n]
+        target_norm = _target_normalizer(policy, cfg.target_robot, tdir, norm_mode)
+        for seed in cfg.seeds:
+            s2_dir = vae_dir / f"stage2-n{n}-seed{seed}"
+            a2 = cfg.align_config(cfg.stage2_steps, seed, horizon, "repeat", norm_mode)
+
+            def do_stage2(s2_dir=s2_dir, a2=a2, tdir=tdir, target_norm=target_norm):
+                from ate.align.train import train_stage2
+
+                return str(train_stage2(str(tdir), s2_dir, s1_model, a2, normalizer=target_norm))
+
+            need_vae = "ate" in cfg.arms or "sft" in cfg.arms
+            s2_model = None
+            if need_vae:
+                p2 = dict(stage1=s1_params, data=str(tdir), vae={k: v for k, v in a2.to_dict().items() if k != "progress"},
+                          normalizer=target_norm.to_dict())
+                log(f"stage 2 VAE on {n} target demos/task, seed {seed} ({cfg.stage2_steps} steps)")
+                s2_model = Path(stages.run(f"stage2-n{n}-seed{seed}", p2, do_stage2, output=s2_dir))
+            for arm in cfg.arms:
+                tag = f"{arm}-n{n}-seed{seed}"
+                arm_dir = run / "train" / tag
+                steps = cfg.finetune_steps  # scratch gets the same budget as fine-tuning
+                tkw = dict(steps=steps, lr=cfg.finetune_lr, seed=seed, save_every=cfg.eval_every, **train_common)
+                params = dict(arm=arm, data=str(tdir), **tkw)
+                if arm == "scratch":
+                    params.update(policy=cfg.policy, policy_config=cfg.policy_config)
+                    fn = functools.partial(_train_scratch, tdir, arm_dir, cfg, tkw)
+                else:
+                    params.update(init=pre_params, vae=str(s2_model), vae_params=p2)
+                    if arm == "ate":
+                        params["guidance"] = cfg.guidance_kwargs()
+                    fn = functools.partial(_train_finetune, tdir, arm_dir, pre_model, s2_model, arm, cfg, tkw)
+                log(f"train {tag} ({steps} steps)")
+                stages.run(f"train-{tag}", params, fn, output=arm_dir)
+                for step, model_dir in _checkpoints(arm_dir, steps, cfg.eval_every):
+                    for task in cfg.target_tasks:
+                        log(f"eval {tag} step {step} on {task} ({cfg.eval_episodes} episodes)")
+                        eval_model(f"{tag}-step{step}", model_dir, task, cfg.target_robot, cfg.eval_episodes, arm, seed,
+                                   n, step)
+
+    # 8. results --------------------------------------------------------------------------------------
+    results = build_results(cfg, evals, stages.timings, command=command, total_wall_s=time.perf_counter() - t_start,
+                            demos=demo_info)
+    write_report(results, run)
+    log(f"results: {run / 'results.json'}, report: {run / 'report.md'}")
+    del torch
+    return results
+
+
+def _expert_stats(folder: Path, suite: str, task: str, robot: str, seed0: int, paths: list[str]) -> dict:
+    """Expert success while collecting: kept / seeds tried up to the last kept seed (failed seeds are
+    listed by `generate_demos` in `.failed-<suite>-<task>-<robot>.json`)."""
+    kept = sorted(int(Path(p).stem.rsplit("seed", 1)[1]) for p in paths)
+    failed_file = Path(folder) / f".failed-{suite}-{task}-{robot}.json"
+    failed = json.loads(failed_file.read_text()) if failed_file.is_file() else []
+    tried = len(kept) + sum(seed0 <= s <= kept[-1] for s in failed)
+    return {"task": task, "robot": robot, "n": len(kept), "expert_success_rate": len(kept) / tried, "seeds_tried": tried}
+
+
+def _target_normalizer(policy, robot: str, target_dir: Path, mode: str):
+    """The action space the fine-tuned policy uses for the target robot: the pretrained statistics for a
+    robot the policy knows (MetaWorld), else statistics fitted on the target demos (a new arm)."""
+    from ate.data import Normalizer, load_episodes
+
+    if robot in policy.normalizers:
+        return policy.normalizers[robot]["action"]
+    return Normalizer.fit(load_episodes(str(target_dir)), mode=mode)
+
+
+def _train_finetune(tdir: Path, out: Path, init: Path, vae: Path, arm: str, cfg: BenchConfig, tkw: dict) -> str:
+    from ate.policies.train import finetune
+
+    resume = (out / "checkpoints" / "last").exists()
+    gkw = cfg.guidance_kwargs() if arm == "ate" else {}
+    # both arms read the target stats from the stage-2 VAE, so they train in exactly its action space
+    finetune(str(tdir), out, init=init, guidance="ate" if arm == "ate" else "off", vae=vae if arm == "ate" else None,
+             normalizer=vae, resume=resume, **gkw, **tkw)
+    return str(out / "pretrained_model")
+
+
+def _train_scratch(tdir: Path, out: Path, cfg: BenchConfig, tkw: dict) -> str:
+    from ate.policies.train import pretrain
+
+    resume = (out / "checkpoints" / "last").exists()
+    pretrain(str(tdir), out, policy=cfg.policy, policy_config=cfg.policy_config, resume=resume, **tkw)
+    return str(out / "pretrained_model")
+
+
+def _checkpoints(run_dir: Path, steps: int, every: int) -> list[tuple[int, Path]]:
+    """(step, model dir) pairs to evaluate: every `every` steps (when saved) and always the final weights."""
+    out = []
+    if every:
+        for s in range(every, steps, every):
+            d = run_dir / "checkpoints" / f"{s:06d}" / "pretrained_model"
+            if d.is_dir():
+                out.append((s, d))
+    out.append((steps, run_dir / "pretrained_model"))
+    return out
