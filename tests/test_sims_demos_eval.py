@@ -82,3 +82,33 @@ def test_evaluate_robosuite_expert_inline():
 def test_evaluate_rejects_a_wrong_action_dim():
     with pytest.raises(ShapeMismatchError, match=r"expected \(H >= 1, 4\)"):
         evaluate(functools.partial(ZeroPolicy, 7), "metaworld", MW_TASK, seeds=[0], workers=1, progress=False)
+
+
+class NoisyPolicy:
+    """Random actions drawn from the generator evaluate() passes; records every first chunk."""
+
+    first_chunks: list = []
+
+    def __init__(self):
+        self._first = True
+
+    def reset(self):
+        self._first = True
+
+    def predict_chunk(self, batch, generator=None):
+        import torch
+
+        chunk = 0.1 * torch.randn(1, 4, 4, generator=generator)
+        if self._first:
+            NoisyPolicy.first_chunks.append(chunk.clone())
+            self._first = False
+        return chunk
+
+
+def test_evaluate_seeds_the_sampling_noise_per_episode():
+    NoisyPolicy.first_chunks.clear()
+    kw = dict(workers=1, action_steps=4, max_steps=8, progress=False)
+    evaluate(NoisyPolicy, "metaworld", MW_TASK, seeds=[3, 4], **kw)
+    evaluate(NoisyPolicy, "metaworld", MW_TASK, seeds=[3], **kw)
+    a3, a4, b3 = NoisyPolicy.first_chunks
+    assert a3.equal(b3) and not a3.equal(a4)

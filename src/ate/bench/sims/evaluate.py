@@ -2,7 +2,9 @@
 
 A policy here is anything with
     predict_chunk({"state": (1, S) float32 tensor, "task": (1,) long tensor}) -> (1, H, D) raw-unit tensor
-and optionally `reset()` (called at the start of every episode). It is built inside each worker by a
+and optionally `reset()` (called at the start of every episode). When predict_chunk accepts a
+`generator` keyword, it gets a torch.Generator seeded with the episode seed, so stochastic samplers
+are reproducible and SFT / ATE arms see the same noise on the same seed. It is built inside each worker by a
 picklable zero-argument `policy_factory` (e.g. `functools.partial(load_policy, ckpt_dir)`), so no
 model is pickled. Receding horizon: the first `action_steps` actions of each chunk are executed.
 """
@@ -10,6 +12,7 @@ model is pickled. Receding horizon: the first `action_steps` actions of each chu
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from collections.abc import Callable, Iterable
 
@@ -29,15 +32,24 @@ def _setup_policy(suite: str, task: str, robot: str | None, max_steps: int | Non
     return {"env": make_env(suite, task, robot, max_steps=max_steps), "policy": policy_factory()}
 
 
+def _takes_generator(policy) -> bool:
+    try:
+        return "generator" in inspect.signature(policy.predict_chunk).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _policy_episode(ctx: dict, seed: int, action_steps: int, task_index: int) -> Episode:
     import torch
 
     env, policy = ctx["env"], ctx["policy"]
     task_t = torch.tensor([task_index], dtype=torch.long)
+    # sampling noise seeded per episode: an episode is a pure function of (policy weights, seed)
+    kwargs = {"generator": torch.Generator().manual_seed(seed)} if _takes_generator(policy) else {}
 
     def chunk_fn(state: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            chunk = policy.predict_chunk({"state": torch.from_numpy(state)[None].float(), "task": task_t})
+            chunk = policy.predict_chunk({"state": torch.from_numpy(state)[None].float(), "task": task_t}, **kwargs)
         chunk = chunk.detach().cpu().numpy() if isinstance(chunk, torch.Tensor) else np.asarray(chunk)
         if chunk.ndim != 3 or chunk.shape[0] != 1:
             from ate.errors import ShapeMismatchError
