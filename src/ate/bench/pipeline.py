@@ -1,7 +1,7 @@
 """The evidence pipeline: does ATE beat plain fine-tuning (SFT) of the same pretrained policy?
 
     from ate.bench.pipeline import BenchConfig, run_bench
-    results = run_bench(BenchConfig.preset("robosuite", "quick", out_dir="runs/bench/robosuite-quick"))
+    results = run_bench(BenchConfig.from_preset("robosuite", "quick", out_dir="runs/bench/robosuite-quick"))
 
 Stages (each one cached: a JSON marker `<out_dir>/stages/<name>.json` holds its parameters, result and
 wall time; a re-run skips every stage whose marker matches its current parameters, re-runs a stage whose
@@ -161,7 +161,7 @@ class BenchConfig:
 
     # ------------------------------------------------------------------ presets
     @classmethod
-    def preset(cls, suite: str, preset: str, **overrides) -> "BenchConfig":
+    def from_preset(cls, suite: str, preset: str, **overrides) -> "BenchConfig":
         """The named setting of a suite ("smoke" | "quick" | "full") with field overrides."""
         if (suite, preset) not in PRESETS:
             names = sorted({p for _, p in PRESETS})

@@ -238,7 +238,8 @@ def write_report(results: dict, run_dir: Path) -> dict[str, Path]:
     lines += ["## Wall time", "", "| stage kind | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in results["stage_wall_s"].items()]
     m = results["machine"]
-    lines += [f"| **this invocation** | {results['total_wall_s']:.0f} |", "",
+    total = results.get("total_wall_s")
+    lines += [f"| **this invocation** | {total:.0f} |" if total is not None else "", "",
               f"Machine: {m['cpu']}, {m['cpu_count']} CPUs, {m['platform']}, Python {m['python']}, "
               f"load average at the end {m['load_avg']}.", ""]
     if results.get("command"):

@@ -56,7 +56,7 @@ def config_from_args(args: argparse.Namespace):
     given = vars(args)  # options not on the command line are absent (argparse.SUPPRESS)
     overrides = {f.name: given[f.name] for f in dataclasses.fields(BenchConfig) if f.name not in SKIP and f.name in given}
     overrides.setdefault("out_dir", f"runs/bench/{args.suite}-{args.preset}")
-    return BenchConfig.preset(args.suite, args.preset, **overrides)
+    return BenchConfig.from_preset(args.suite, args.preset, **overrides)
 
 
 def register(sub) -> None:

@@ -25,7 +25,7 @@ def _run(args) -> int:
     from ate.bench.pipeline import BenchConfig, run_bench
     from ate.bench.report import summary_table
 
-    cfg = BenchConfig.preset("robosuite", args.preset, out_dir=args.out, workers=args.workers, progress=not args.quiet)
+    cfg = BenchConfig.from_preset("robosuite", args.preset, out_dir=args.out, workers=args.workers, progress=not args.quiet)
     t0 = time.perf_counter()
     results = run_bench(cfg, command=f"ate demo --out {args.out} --preset {args.preset} --workers {args.workers}")
     wall = time.perf_counter() - t0

@@ -1,0 +1,158 @@
+"""Tests of the evidence pipeline: statistics, stage cache, CLI options, report, and a smoke run end to end."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from ate.bench.pipeline import BenchConfig, StageCache
+from ate.bench.report import bootstrap_mean, build_results, summary_table, write_report
+
+
+def _rows(seed_rates: dict[int, float], task: str, arm: str, n_eps: int = 20, step: int = 100, rng=None):
+    out = []
+    for seed, p in seed_rates.items():
+        k = int(round(p * n_eps))
+        eps = [{"seed": 100_000 + i, "success": i < k, "steps": 50, "wall_s": 0.1} for i in range(n_eps)]
+        out.append({"arm": arm, "task": task, "robot": "UR5e", "seed": seed, "n_demos": 5, "step": step, "episodes": eps})
+    return out
+
+
+def test_bootstrap_mean_brackets_and_shrinks():
+    x = np.zeros((3, 2, 40))
+    x[..., :20] = 1.0  # 50 % everywhere
+    mean, (lo, hi) = bootstrap_mean(x)
+    assert mean == 0.5 and lo < 0.5 < hi
+    wide = bootstrap_mean(x[:, :, ::4])[1]
+    assert (wide[1] - wide[0]) > (hi - lo)  # fewer episodes -> wider interval
+    assert bootstrap_mean(np.ones((2, 1, 5)))[1] == [1.0, 1.0]
+    with pytest.raises(ValueError, match="seeds, tasks, episodes"):
+        bootstrap_mean(np.ones((4, 5)))
+
+
+def test_bootstrap_carries_seed_variance():
+    # same pooled mean, but one arm's seeds disagree completely: its interval must be wider
+    agree = np.zeros((4, 1, 50))
+    agree[..., :25] = 1
+    disagree = np.zeros((4, 1, 50))
+    disagree[:2] = 1
+    ci_a, ci_d = bootstrap_mean(agree)[1], bootstrap_mean(disagree)[1]
+    assert (ci_d[1] - ci_d[0]) > 2 * (ci_a[1] - ci_a[0])
+
+
+def test_stage_cache_skips_reruns_and_invalidates(tmp_path):
+    calls = []
+    out = tmp_path / "out"
+
+    def work(v):
+        def fn():
+            calls.append(v)
+            out.mkdir(exist_ok=True)
+            (out / "w").write_text(str(v))
+            return {"v": v}
+
+        return fn
+
+    cache = StageCache(tmp_path / "stages")
+    assert cache.run("s", {"a": 1}, work(1), output=out) == {"v": 1}
+    assert cache.run("s", {"a": 1}, work(2), output=out) == {"v": 1}  # cached
+    assert calls == [1] and cache.timings["s"]["cached"]
+    assert cache.run("s", {"a": 2}, work(3), output=out) == {"v": 3}  # parameters changed -> re-run
+    assert calls == [1, 3]
+    # interrupted run with other parameters: its output folder is removed before the new run
+    (tmp_path / "stages" / "t.started.json").write_text(json.dumps({"a": 0}))
+    out.mkdir(exist_ok=True)
+    (out / "stale").write_text("x")
+    cache.run("t", {"a": 5}, work(5), output=out)
+    assert not (out / "stale").exists()
+
+
+def test_presets_and_config_validation():
+    q = BenchConfig.from_preset("robosuite", "quick")
+    assert q.source_robots == ["Panda", "IIWA"] and q.target_robot == "UR5e" and q.arms == ["sft", "ate"]
+    f = BenchConfig.from_preset("robosuite", "full")
+    assert "scratch" in f.arms and f.eval_episodes >= 50 and f.n_target_demos == [5, 10, 20] and f.eval_every > 0
+    mw = BenchConfig.from_preset("metaworld", "full")
+    assert len(mw.source_tasks) == 10 and len(mw.target_tasks) == 5 and not set(mw.source_tasks) & set(mw.target_tasks)
+    with pytest.raises(ValueError, match="arms"):
+        BenchConfig(arms=["sft", "magic"])
+    with pytest.raises(ValueError, match="sign"):
+        BenchConfig(sign="sideways")
+    with pytest.raises(ValueError, match="kl_direction"):
+        BenchConfig(kl_direction="forward")
+    with pytest.raises(ValueError, match="no preset"):
+        BenchConfig.from_preset("robosuite", "huge")
+    with pytest.raises(ValueError, match="Sawyer"):
+        BenchConfig.from_preset("metaworld", "quick", target_robot="UR5e")
+
+
+def test_cli_options_override_preset_only_where_given():
+    from ate.cli.bench import add_config_options, config_from_args
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--suite", default="robosuite")
+    p.add_argument("--preset", default="quick")
+    add_config_options(p)
+    args = p.parse_args(["--seeds", "0", "1", "2", "--clamp", "none", "--sign", "flipped", "--scale", "3",
+                         "--policy-config", '{"horizon": 8}', "--no-progress", "--target-robot", "IIWA"])
+    cfg = config_from_args(args)
+    assert cfg.seeds == [0, 1, 2] and cfg.clamp is None and cfg.sign == "flipped" and cfg.scale == 3.0
+    assert cfg.policy_config == {"horizon": 8} and cfg.progress is False and cfg.target_robot == "IIWA"
+    q = BenchConfig.from_preset("robosuite", "quick")
+    assert cfg.pretrain_steps == q.pretrain_steps and cfg.out_dir == "runs/bench/robosuite-quick"
+
+
+def test_results_schema_report_and_plots(tmp_path):
+    cfg = BenchConfig(out_dir=str(tmp_path), arms=["sft", "ate"], seeds=[0, 1], target_tasks=["Lift", "Stack"],
+                      finetune_steps=100, n_target_demos=[5])
+    evals = []
+    for task in ("Lift", "Stack"):
+        evals += _rows({0: 0.2, 1: 0.3}, task, "sft") + _rows({0: 0.5, 1: 0.6}, task, "ate")
+        evals += _rows({0: 0.1, 1: 0.1}, task, "sft", step=50) + _rows({0: 0.2, 1: 0.2}, task, "ate", step=50)
+    res = build_results(cfg, evals, {"pretrain": {"wall_s": 3.0, "cached": False},
+                                     "eval-x": {"wall_s": 1.0, "cached": False}, "eval-y": {"wall_s": 2.0, "cached": True}})
+    assert res["schema"] == "ate.bench.results/1" and res["stage_wall_s"] == {"pretrain": 3.0, "eval": 3.0}
+    head = res["headline"]
+    assert head["sft"]["success_rate"] == pytest.approx(0.25) and head["ate"]["success_rate"] == pytest.approx(0.55)
+    d = head["ate_minus_sft"]
+    assert d["diff"] == pytest.approx(0.30) and 0 < d["ci95"][0] < 0.30 < d["ci95"][1]
+    row = res["evaluations"][0]
+    assert row["episodes"] == 20 and len(row["episode_results"]) == 20 and row["wilson95"][0] < row["success_rate"]
+    table = summary_table(res)
+    assert "| SFT | 25.0" in table and "| ATE | 55.0" in table and "+30.0" in table
+    paths = write_report(res, tmp_path)
+    assert json.loads((tmp_path / "results.json").read_text())["headline"]["step"] == 100
+    assert (tmp_path / "success_by_arm.png").stat().st_size > 1000 and "success_vs_steps" in paths
+    assert "ATE − SFT" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_smoke_pipeline_end_to_end_and_resume(tmp_path):
+    """The whole pipeline on tiny budgets (MetaWorld: the cheapest simulator), then a cached re-run."""
+    from ate.bench.pipeline import run_bench
+
+    cfg = BenchConfig.from_preset("metaworld", "smoke", out_dir=str(tmp_path / "run"), workers=1, progress=False,
+                             eval_every=0)
+    res = run_bench(cfg)
+    assert set(res["stage_wall_s"]) == {"demos", "pretrain", "stage1", "stage2", "train", "eval"}
+    arms = {(e["arm"], e["step"]) for e in res["evaluations"]}
+    assert arms == {("sft", cfg.finetune_steps), ("ate", cfg.finetune_steps)}
+    assert all(e["episodes"] == cfg.eval_episodes for e in res["evaluations"])
+    run = tmp_path / "run"
+    for name in ("results.json", "report.md", "success_by_arm.png"):
+        assert (run / name).is_file()
+    ate_cfg = json.loads((run / "train" / "ate-n2-seed0" / "train_config.json").read_text())
+    sft_cfg = json.loads((run / "train" / "sft-n2-seed0" / "train_config.json").read_text())
+    assert ate_cfg["guidance"] == "ate" and sft_cfg["guidance"] == "off" and ate_cfg["init"] == sft_cfg["init"]
+    # both arms and the stage-2 VAE share the target action space (the VAE's normaliser)
+    vae_norm = json.loads((run / "vae" / "stage2-n2-seed0" / "model" / "config.json").read_text())["normalizer"]
+    for arm in ("ate", "sft"):
+        pol_norm = json.loads((run / "train" / f"{arm}-n2-seed0" / "pretrained_model" / "normalizer.json").read_text())
+        assert np.allclose(pol_norm["Sawyer"]["action"]["min"], vae_norm["min"])
+    again = run_bench(cfg)  # everything cached
+    assert all(t["cached"] for t in again["stages"].values())
+    assert again["headline"] == res["headline"]
