@@ -1,0 +1,163 @@
+"""`ate policy pretrain|finetune|predict|bench|normalizer`: the reference policies (DP-, RDT-, pi0-style)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _policy_config(text: str | None) -> dict:
+    """--policy-config: a JSON object or a path to a JSON file."""
+    if not text:
+        return {}
+    from pathlib import Path
+
+    p = Path(text)
+    return json.loads(p.read_text() if p.is_file() else text)
+
+
+def register(sub) -> None:
+    from ate.cli._options import add_dataclass_options
+    from ate.policies.train import TrainConfig
+
+    p = sub.add_parser("policy", help="pretrain / fine-tune (plain or ATE) / run the reference policies",
+                       description="Reference policies: dp (DDPM eps-prediction, 1-D conv UNet), rdt (x0-prediction "
+                                   "DiT, unified 128 slots), pi0 (openpi flow matching, transformer action expert).")
+    cmds = p.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
+
+    s = cmds.add_parser("pretrain", help="train a fresh policy on source datasets")
+    s.add_argument("--data", nargs="+", required=True, help="dataset path(s); robots from the episodes' 'robot' attr")
+    s.add_argument("--out", required=True, help="run directory (re-run to resume)")
+    s.add_argument("--policy", default="dp", help="dp | rdt | pi0")
+    s.add_argument("--policy-config", default=None, help='JSON overrides, e.g. \'{"horizon": 16, "state_dim": 64}\'')
+    _data_opts(s)
+    add_dataclass_options(s, TrainConfig, group="training options")
+    s.set_defaults(func=_pretrain)
+
+    f = cmds.add_parser("finetune", help="fine-tune a pretrained policy on target data, --guidance off|ate")
+    f.add_argument("--data", nargs="+", required=True, help="target dataset path(s), one robot")
+    f.add_argument("--out", required=True, help="run directory (re-run to resume)")
+    f.add_argument("--init", required=True, help="pretrained policy (model dir or pretrain run dir)")
+    f.add_argument("--guidance", choices=["off", "ate"], default="off")
+    f.add_argument("--vae", default=None, help="adaptation VAE directory (ate align stage2), for --guidance ate")
+    f.add_argument("--scale", type=float, default=2.0, help="lambda (default 2.0, paper best)")
+    f.add_argument("--clamp", type=float, default=0.1, help="kappa, element clamp of c(t)*g (default 0.1)")
+    f.add_argument("--sign", choices=["reference", "flipped"], default="reference")
+    f.add_argument("--encoder-mode", choices=["sample", "mean"], default="sample")
+    f.add_argument("--reduction", choices=["reference", "per_sample"], default="reference")
+    f.add_argument("--t-cap", type=float, default=None, help="cap on the time at which c(t) is evaluated")
+    f.add_argument("--normalizer", default=None,
+                   help="target action stats from a VAE dir / policy dir / Normalizer JSON (give both arms the same)")
+    _data_opts(f)
+    add_dataclass_options(f, TrainConfig, group="training options")
+    f.set_defaults(func=_finetune)
+
+    q = cmds.add_parser("predict", help="sample action chunks for the first state of each episode of a dataset")
+    q.add_argument("--policy", required=True, help="model dir or run dir")
+    q.add_argument("--data", required=True, help="dataset whose episode start states are used")
+    q.add_argument("--robot", default=None)
+    q.add_argument("--task", default=None, help="task name (default: the episode's task attr)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--out", default=None, help="write chunks to this .npz (default: print a summary)")
+    q.set_defaults(func=_predict)
+
+    b = cmds.add_parser("bench", help="train-step time with / without ATE, inference time, parameter counts")
+    b.add_argument("--out", default="benchmarks/results/policies")
+    b.add_argument("--families", nargs="+", default=["dp", "rdt", "pi0"])
+    b.add_argument("--steps", type=int, default=30, help="timed steps per arm and repeat")
+    b.add_argument("--repeats", type=int, default=3, help="interleaved off/ate blocks (reduces load noise)")
+    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--horizon", type=int, default=16)
+    b.add_argument("--vae-preset", default="small")
+    b.set_defaults(func=_bench)
+
+    n = cmds.add_parser("normalizer", help="write one robot's action stats of a policy as a Normalizer JSON "
+                                           "(for `ate align --normalizer-from`)")
+    n.add_argument("--policy", required=True)
+    n.add_argument("--robot", default=None)
+    n.add_argument("--out", required=True)
+    n.set_defaults(func=_normalizer)
+
+
+def _data_opts(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--state-key", default="observations/state", help="per-frame observation field")
+    s.add_argument("--action-key", default="action", help="per-frame action field")
+    s.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="continue from OUT/checkpoints/last when present")
+
+
+def _train_kw(args) -> dict:
+    import dataclasses
+
+    from ate.policies.train import TrainConfig
+
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+
+
+def _pretrain(args) -> int:
+    from ate.policies.train import pretrain
+
+    pretrain(args.data, args.out, policy=args.policy, policy_config=_policy_config(args.policy_config),
+             resume=args.resume, state_key=args.state_key, action_key=args.action_key, **_train_kw(args))
+    print(f"policy written to {args.out}/pretrained_model")
+    return 0
+
+
+def _finetune(args) -> int:
+    from ate.policies.train import finetune
+
+    finetune(args.data, args.out, init=args.init, guidance=args.guidance, vae=args.vae, scale=args.scale,
+             clamp=args.clamp, sign=args.sign, encoder_mode=args.encoder_mode, reduction=args.reduction,
+             t_cap=args.t_cap, normalizer=args.normalizer, resume=args.resume, state_key=args.state_key,
+             action_key=args.action_key, **_train_kw(args))
+    print(f"policy written to {args.out}/pretrained_model")
+    return 0
+
+
+def _predict(args) -> int:
+    import numpy as np
+    import torch
+
+    from ate.policies import load_policy
+    from ate.policies.data import load_sources
+
+    policy = load_policy(args.policy)
+    gen = torch.Generator().manual_seed(args.seed)
+    chunks, times = [], []
+    for src in load_sources(args.data):
+        robot = args.robot or src.robot
+        starts = np.concatenate([[0], src.episode_ends[:-1]])
+        for e, s0 in enumerate(starts):
+            task = args.task or src.tasks[e]
+            chunks.append(policy.predict_chunk({"state": src.states[s0], "task": task}, robot=robot, generator=gen)[0].numpy())
+            times.append(policy.last_predict_s)
+    chunks = np.stack(chunks)
+    if args.out:
+        np.savez(args.out, chunks=chunks)
+    print(json.dumps({"chunks": list(chunks.shape), "mean_predict_ms": 1e3 * float(np.mean(times)),
+                      "out": args.out}, indent=2))
+    return 0
+
+
+def _bench(args) -> int:
+    from ate.policies.bench import run_bench
+
+    res = run_bench(args.out, families=args.families, steps=args.steps, repeats=args.repeats,
+                    batch_size=args.batch_size, horizon=args.horizon, vae_preset=args.vae_preset)
+    for fam, r in res["families"].items():
+        print(f"{fam}: {r['params']:,} params, step off {r['step_ms']['off']:.1f} ms, "
+              f"ATE/off {r['ratio']['ate']:.2f} (best variant {r['best_variant']}: {r['ratio'][r['best_variant']]:.2f}), "
+              f"predict {r['predict_ms']:.1f} ms/chunk")
+    print(f"written {args.out}/results.json, report.md, step_time.png")
+    return 0
+
+
+def _normalizer(args) -> int:
+    from ate.checkpoint import write_json_atomic
+    from ate.policies import load_policy
+
+    policy = load_policy(args.policy)
+    robot, _ = policy.robot_spec(args.robot)
+    write_json_atomic(args.out, policy.normalizers[robot]["action"].to_dict())
+    print(f"robot {robot!r} action stats written to {args.out}")
+    return 0

@@ -1,0 +1,366 @@
+"""Pretraining and fine-tuning of the reference policies, with ATE as one switch (`guidance="ate"`).
+
+    from ate.policies.train import pretrain, finetune
+    pretrain(["demos/panda", "demos/iiwa"], "runs/pre", policy="dp", steps=2000)
+    finetune("demos/ur5e", "runs/sft", init="runs/pre", guidance="off", steps=500)
+    finetune("demos/ur5e", "runs/ate", init="runs/pre", guidance="ate", vae="runs/vae_adapt", scale=2.0, steps=500)
+
+Both arms of a fine-tuning comparison are identical for a given seed except for the guidance term:
+the batch indices come from one generator ("data"), the policy's noise and times from another ("noise"),
+and the guidance's ξ from a third ("guidance"), so switching ATE on changes no other random draw.
+
+Multi-process (accelerate / torchrun, gloo on CPU): `batch_size` is the *global* batch; every rank draws
+the same global indices and noise and takes its slice, so N processes follow the single-process run
+(up to float summation order) as long as every slice has the same number of valid loss elements.
+
+Run directory:
+    train_config.json, metrics.jsonl (one line per log step, incl. guidance diagnostics),
+    pretrained_model/ (EMA weights: config.json, model.safetensors, normalizer.json),
+    checkpoints/<step:06d>/{pretrained_model/, training_state/} and checkpoints/last -> <step:06d>
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ate.errors import CheckpointError, ShapeMismatchError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Args:
+        steps: optimiser steps. batch_size: global batch (divided across processes).
+        lr, weight_decay: AdamW. warmup_steps: linear warm-up, then cosine decay to 0 at `steps`.
+        grad_clip: max global grad norm (0 disables). ema_decay: max EMA decay, warm-up (1+n)/(10+n).
+        mixed_precision: "no" or "bf16" (autocast; weights, optimiser and guidance stay float32).
+        seed: seeds the data / noise / guidance generators and the initial weights.
+        pad: chunk padding at episode ends ("repeat" or "drop").
+        save_every: checkpoint period in steps (0: only at the end). log_every: metrics period.
+        progress: tqdm bar on rank 0.
+    """
+
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 1e-6
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    mixed_precision: str = "no"
+    seed: int = 0
+    pad: str = "repeat"
+    save_every: int = 0
+    log_every: int = 20
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"TrainConfig.steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        if self.mixed_precision not in ("no", "bf16"):
+            raise ValueError(f"TrainConfig.mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
+
+
+class EMA:
+    """Exponential moving average of a module's floating-point tensors (params and buffers)."""
+
+    def __init__(self, model: torch.nn.Module, max_decay: float):
+        self.max_decay = max_decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        decay = min(self.max_decay, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            if k in self.shadow:
+                self.shadow[k].lerp_(v.detach(), 1 - decay)
+
+    @torch.no_grad()
+    def copy_to(self, model: torch.nn.Module) -> None:
+        sd = model.state_dict()
+        for k, v in self.shadow.items():
+            sd[k].copy_(v)
+
+
+# ---------------------------------------------------------------------------- VAE check
+
+
+def check_vae(policy, robot: str, bundle, source: str = "VAE") -> None:
+    """Refuse a VAE that does not see exactly the policy's action space for `robot`.
+
+    Checks action dims, chunk length and normalisation stats; raises ShapeMismatchError saying which."""
+    from ate.policies.base import Policy  # noqa: F401 (doc link)
+
+    _, spec = policy.robot_spec(robot)
+    cfg = bundle.config
+    if int(cfg.action_dim) != spec.action_dim:
+        raise ShapeMismatchError(f"{source}: action dim mismatch: the VAE encodes {cfg.action_dim} action dims but robot "
+                                 f"{robot!r} of the policy has {spec.action_dim}")
+    if int(cfg.horizon) != policy.config.horizon:
+        raise ShapeMismatchError(f"{source}: chunk length mismatch: the VAE was trained on chunks of H={cfg.horizon} "
+                                 f"steps, the policy predicts H={policy.config.horizon}")
+    vae_norm = getattr(bundle, "normalizer", None)
+    pol_norm = policy.normalizers[robot]["action"]
+    if vae_norm is None:
+        raise ShapeMismatchError(f"{source}: stores no normalisation stats, so it cannot be checked against the policy's "
+                                 "action space")
+    if not vae_norm == pol_norm:
+        raise ShapeMismatchError(
+            f"{source}: normalisation stats mismatch for robot {robot!r}: VAE {vae_norm!r} "
+            f"(min {list(vae_norm.min)[:3]}..., mean {list(vae_norm.mean)[:3]}...) vs policy {pol_norm!r} "
+            f"(min {list(pol_norm.min)[:3]}..., mean {list(pol_norm.mean)[:3]}...); fine-tune both arms with "
+            "normalizer=<VAE dir> or train the VAE with the policy's stats")
+
+
+def _load_normalizer(path: str | Path):
+    """An action Normalizer from a VAE dir (config.json "normalizer"), a policy dir (normalizer.json, single
+    robot) or a JSON file holding a Normalizer dict."""
+    from ate.data import Normalizer
+
+    path = Path(path)
+    for cand in (path, path / "model", path / "pretrained_model"):
+        if (cand / "config.json").is_file() and "normalizer" in json.loads((cand / "config.json").read_text()):
+            return Normalizer.from_dict(json.loads((cand / "config.json").read_text())["normalizer"])
+        if (cand / "normalizer.json").is_file():
+            d = json.loads((cand / "normalizer.json").read_text())
+            if len(d) != 1:
+                raise CheckpointError(f"{cand / 'normalizer.json'}: holds robots {sorted(d)}; name one file")
+            return Normalizer.from_dict(next(iter(d.values()))["action"])
+    if path.is_file():
+        return Normalizer.from_dict(json.loads(path.read_text()))
+    raise CheckpointError(f"{path}: no normaliser found (VAE dir, policy dir or Normalizer JSON)")
+
+
+# ---------------------------------------------------------------------------- loop
+
+
+def _lr_scheduler(optimizer, cfg: TrainConfig):
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+
+    return get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
+
+
+def _save_checkpoint(out: Path, step: int, policy, ema: EMA, optimizer, scheduler, gens: dict, extra: dict) -> None:
+    from ate.checkpoint import atomic_directory, save_tensors, save_training_state
+
+    ckpts = out / "checkpoints"
+    name = f"{step:06d}"
+    with atomic_directory(ckpts / name) as tmp:
+        ema_policy = copy.deepcopy(policy)
+        ema.copy_to(ema_policy)
+        ema_policy.save_pretrained(tmp / "pretrained_model")
+        state = {"step": step, "lr_scheduler": scheduler.state_dict(), **extra}
+        save_training_state(tmp / "training_state", optimizer, gens, state)
+        save_tensors(tmp / "training_state" / "model.safetensors", policy.state_dict())
+        save_tensors(tmp / "training_state" / "ema.safetensors", ema.shadow)
+    link = ckpts / f".last.{os.getpid()}"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    os.symlink(name, link)
+    os.replace(link, ckpts / "last")  # atomic switch of the pointer
+
+
+def _load_checkpoint(ck: Path, policy, ema: EMA, optimizer, scheduler, gens: dict) -> dict:
+    from ate.checkpoint import load_tensors, load_training_state
+
+    raw = load_tensors(ck / "training_state" / "model.safetensors")
+    missing, unexpected = policy.load_state_dict(raw, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{ck}: model state does not fit (missing {missing}, unexpected {unexpected})")
+    ema.shadow = load_tensors(ck / "training_state" / "ema.safetensors")
+    state = load_training_state(ck / "training_state", optimizer, gens)
+    scheduler.load_state_dict(state["lr_scheduler"])
+    return state
+
+
+def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=None, run_info: dict | None = None,
+               resume: bool = False, cpu: bool = True):
+    """Train `policy` on `dataset` (a PolicyDataset) and write the run directory. Returns the unwrapped policy
+    holding the EMA weights (the ones saved in `out_dir/pretrained_model`)."""
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    from ate.checkpoint import write_json_atomic
+
+    out = Path(out_dir)
+    acc = Accelerator(cpu=cpu)
+    world, rank = acc.num_processes, acc.process_index
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {world} processes")
+    local = slice(rank * cfg.batch_size // world, (rank + 1) * cfg.batch_size // world)
+
+    gens = {name: torch.Generator().manual_seed(cfg.seed + i) for i, name in enumerate(("data", "noise", "guidance"))}
+    decay, no_decay = [], []
+    for n, p in policy.named_parameters():
+        (no_decay if p.ndim < 2 or "embedding" in n or n.endswith(".pos") else decay).append(p)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.95, 0.999))
+    scheduler = _lr_scheduler(optimizer, cfg)
+    ema = EMA(policy, cfg.ema_decay)
+    start = 0
+    last = out / "checkpoints" / "last"
+    if resume and last.exists():
+        start = _load_checkpoint(last.resolve(), policy, ema, optimizer, scheduler, gens)["step"]
+        logger.info("resumed %s at step %d", last.resolve(), start)
+    elif acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "train_config.json", {**(run_info or {}), "train": dataclasses.asdict(cfg),
+                                                      "policy": policy.config.to_dict(), "world_size": world})
+        (out / "metrics.jsonl").write_text("")
+    model = acc.prepare(policy)
+    ema_device_sync = acc.unwrap_model(model)
+    autocast = torch.autocast(device_type=acc.device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not (cfg.progress and acc.is_main_process),
+               desc=f"train {policy.config.type}", dynamic_ncols=True)
+    model.train()
+    acc_diag: dict[str, float] = {}
+    n_acc, t_log = 0, time.perf_counter()
+    for step in bar:
+        idx = torch.randint(len(dataset), (cfg.batch_size,), generator=gens["data"])
+        noise = policy.draw_noise(cfg.batch_size, gens["noise"])
+        batch = {k: v.to(acc.device) for k, v in dataset.get_batch(idx[local]).items()}
+        noise = {k: v[local] for k, v in noise.items()}
+        with autocast:
+            loss, diag = model(batch, guidance, guidance_generator=gens["guidance"], noise=noise)
+        if not math.isfinite(float(loss.detach())):
+            raise FloatingPointError(f"non-finite loss at step {step}: {diag}")
+        acc.backward(loss)
+        grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.tensor(0.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.update(ema_device_sync, step)
+        diag["grad_norm"] = float(grad_norm)
+        for k, v in diag.items():
+            acc_diag[k] = acc_diag.get(k, 0.0) + v
+        n_acc += 1
+        done = step + 1
+        if acc.is_main_process and (done % cfg.log_every == 0 or done == cfg.steps):
+            now = time.perf_counter()
+            rec = {"step": done, "lr": scheduler.get_last_lr()[0], "step_s": (now - t_log) / n_acc,
+                   **{k: v / n_acc for k, v in acc_diag.items()}}
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            bar.set_postfix(loss=f"{rec['loss']:.4f}")
+            acc_diag, n_acc, t_log = {}, 0, now
+        if acc.is_main_process and ((cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps):
+            _save_checkpoint(out, done, ema_device_sync, ema, optimizer, scheduler, gens, {"world_size": world})
+    acc.wait_for_everyone()
+    final = copy.deepcopy(ema_device_sync)
+    ema.copy_to(final)
+    if acc.is_main_process:
+        final.save_pretrained(out / "pretrained_model")
+    return final
+
+
+# ---------------------------------------------------------------------------- entry points
+
+
+def _train_config(**kw) -> TrainConfig:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(kw) - names
+    if unknown:
+        raise TypeError(f"unknown training options {sorted(unknown)}; TrainConfig has {sorted(names)}")
+    return TrainConfig(**kw)
+
+
+def pretrain(data, out_dir: str | Path, policy: str = "dp", policy_config: dict[str, Any] | None = None,
+             resume: bool = False, state_key: str = "observations/state", action_key: str = "action", **train_kw):
+    """Train a fresh policy on source data (several datasets / robots allowed).
+
+    Args:
+        data: dataset path or list of paths (per-episode HDF5 dirs etc., see `ate.policies.data.load_sources`).
+        out_dir: run directory (see module docstring); the model is `out_dir/pretrained_model`.
+        policy: family "dp" | "rdt" | "pi0" (or "dp_unet" | "rdt_dit" | "pi0_flow").
+        policy_config: config overrides, e.g. {"horizon": 16, "state_dim": 64}.
+        resume: continue from `out_dir/checkpoints/last` when present.
+        **train_kw: TrainConfig fields (steps, batch_size, lr, seed, mixed_precision, ...).
+    Returns:
+        the trained policy (EMA weights).
+    """
+    from ate.policies import load_policy, make_policy
+    from ate.policies.data import PolicyDataset, load_sources, prepare_policy
+
+    cfg = _train_config(**train_kw)
+    torch.manual_seed(cfg.seed)
+    sources = load_sources(data, action_key=action_key, state_key=state_key)
+    last = Path(out_dir) / "checkpoints" / "last"
+    if resume and last.exists():
+        model = load_policy(last.resolve() / "pretrained_model")
+    else:
+        model = make_policy(policy, **(policy_config or {}))
+    prepare_policy(model, sources)
+    ds = PolicyDataset(model, sources, pad=cfg.pad)
+    info = {"mode": "pretrain", "data": [str(d) for d in ([data] if isinstance(data, (str, Path)) else data)]}
+    return train_loop(model, ds, out_dir, cfg, run_info=info, resume=resume)
+
+
+def finetune(data, out_dir: str | Path, init: str | Path, guidance: str = "off", vae: str | Path | Any = None,
+             scale: float = 2.0, clamp: float | None = 0.1, sign: str = "reference", encoder_mode: str = "sample",
+             reduction: str = "reference", t_cap: float | None = None, normalizer: str | Path | None = None,
+             resume: bool = False, state_key: str = "observations/state", action_key: str = "action", **train_kw):
+    """Fine-tune a pretrained policy on target data, plain (`guidance="off"`) or with ATE (`"ate"`).
+
+    Args:
+        data: target dataset path(s); one robot (the robot the VAE encodes when guidance="ate").
+        out_dir: run directory; the model is `out_dir/pretrained_model`.
+        init: pretrained policy (model dir or pretrain run dir).
+        guidance: "off" | "ate".
+        vae: adaptation VAE dir (`ate align`) or an `AlignedVAE`-like object; required for "ate".
+        scale, clamp, sign, encoder_mode, reduction, t_cap: `ate.steer.GuidanceConfig` (λ, κ, ...).
+        normalizer: where the target robot's action stats come from (a VAE dir, policy dir or Normalizer
+            JSON). Default: the pretrained stats for a known robot, else fitted on `data`. Pass the same
+            value to both arms so they train in the same action space.
+        resume: continue from `out_dir/checkpoints/last`.
+        **train_kw: TrainConfig fields.
+    Returns:
+        the fine-tuned policy (EMA weights). Inference never needs the VAE.
+    """
+    from ate.policies import load_policy
+    from ate.policies.data import PolicyDataset, load_sources, prepare_policy
+
+    if guidance not in ("off", "ate"):
+        raise ValueError(f"guidance must be 'off' or 'ate', got {guidance!r}")
+    cfg = _train_config(**train_kw)
+    torch.manual_seed(cfg.seed)
+    sources = load_sources(data, action_key=action_key, state_key=state_key)
+    robots = list(dict.fromkeys(s.robot for s in sources))
+    last = Path(out_dir) / "checkpoints" / "last"
+    model = load_policy(last.resolve() / "pretrained_model" if resume and last.exists() else init)
+    norms = {r: _load_normalizer(normalizer) for r in robots} if normalizer is not None else None
+    prepare_policy(model, sources, action_normalizers=norms)
+    model.config.default_robot = robots[0]
+    guide, gcfg = None, None
+    if guidance == "ate":
+        from ate.steer import GuidanceConfig
+
+        if vae is None:
+            raise ValueError("guidance='ate' needs vae=<adaptation VAE dir>")
+        if len(robots) != 1:
+            raise ShapeMismatchError(f"ATE fine-tuning needs one target robot, the data holds {robots}")
+        if isinstance(vae, (str, Path)):
+            from ate.align import load_aligned_vae
+
+            bundle, vae_src = load_aligned_vae(vae), str(vae)
+        else:
+            bundle, vae_src = vae, "VAE"
+        check_vae(model, robots[0], bundle, vae_src)
+        gcfg = GuidanceConfig(scale=scale, clamp=clamp, sign=sign, encoder_mode=encoder_mode, reduction=reduction, t_cap=t_cap)
+        guide = model.make_guidance(bundle.vae, gcfg, robots[0])
+    ds = PolicyDataset(model, sources, pad=cfg.pad)
+    info = {"mode": "finetune", "init": str(init), "guidance": guidance, "vae": str(vae) if vae is not None else None,
+            "guidance_config": gcfg.to_dict() if gcfg else None, "normalizer": str(normalizer) if normalizer else None,
+            "data": [str(d) for d in ([data] if isinstance(data, (str, Path)) else data)]}
+    return train_loop(model, ds, out_dir, cfg, guidance=guide, run_info=info, resume=resume)
