@@ -15,11 +15,14 @@ results = evaluate(policy_factory, "robosuite", "Lift", "UR5e", seeds=range(1000
 
 | suite     | tasks                  | robots                         | D          | S  | default max_steps |
 |-----------|------------------------|--------------------------------|------------|----|-------------------|
-| robosuite | Lift, Stack            | any single arm (Panda, IIWA,   | n_joints+1 | 44 | Lift 150,         |
-|           |                        | UR5e, Kinova3, Sawyer, Jaco)   | (8 / 7)    |    | Stack 250         |
+| robosuite | Lift, Stack            | single arms by name; expert    | n_joints+1 | 44 | Lift 150,         |
+|           |                        | verified on Panda, IIWA, UR5e, | (8 / 7)    |    | Stack 250         |
+|           |                        | Kinova3 (not Sawyer, Jaco)     |            |    |                   |
 | metaworld | any v3 task (ML10 ...) | Sawyer                         | 4          | 39 | 500               |
 
 State layouts: `ate.bench.sims.obs`. Action definitions: the suite modules' docstrings.
+Expert success rates and simulator speed: `python -m ate.bench.sims.measure`.
+`generate_demos` is the plain-function entry point for an `ate bench demos` command.
 """
 
 from __future__ import annotations

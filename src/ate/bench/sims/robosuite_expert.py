@@ -7,6 +7,11 @@ on the grip-site Jacobian (`mujoco.mj_jacSite`), plus a null-space pull toward t
 for redundant (7-joint) arms. Recomputed every step from the current state: replaying recorded
 deltas open-loop does not work because the joint controller lags and objects move.
 
+Measured (20 seeds each, `python -m ate.bench.sims.measure`): 100 % on Lift and Stack for Panda,
+IIWA and UR5e; Kinova3 100 % (5 seeds). Not working: Sawyer (its first joint does not follow the
+0.05 rad delta commands, so the hand never reaches the cube) and Jaco (its three-finger hand drops
+the cube on lift).
+
 The expert reads only the state vector (`ROBOSUITE_LAYOUT`) and the robot's MuJoCo model, so the
 same object drives demo generation and the policy-like wrapper used to test `evaluate`.
 """
