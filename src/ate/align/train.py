@@ -23,6 +23,9 @@ run ends with exactly the weights of an uninterrupted one.
 Scale-out: launched under ``torchrun --nproc_per_node N`` (gloo on CPU, nccl on GPU) every rank draws the
 *global* batch's indices and noise and keeps its slice; the MMD is computed on latents gathered from all
 ranks (autograd-aware all_gather), so N processes with batch B/N reproduce one process with batch B.
+The reconstruction term, a mean over unpadded steps, is re-weighted by each rank's share of the global
+count of unpadded steps, so DDP's gradient average equals the single-process mean. Logged terms are rank
+0's (recon, kl: its slice; mmd: the global batch).
 """
 
 from __future__ import annotations
@@ -206,6 +209,13 @@ def _loss_terms(vae, a, is_pad, cfg: AlignConfig, prior: PriorSummary | None, no
         recon, z, mu, logvar = vae(a, noise=noise)
     recon, z, mu, logvar = recon.float(), z.float(), mu.float(), logvar.float()
     rec = reconstruction_loss(recon, a, cfg.recon, is_pad)
+    if world > 1 and is_pad is not None:
+        # rec is a mean over this rank's *valid* (unpadded) steps; ranks hold different numbers of them, so
+        # re-weight to (local sum) / (global valid count), times world because DDP averages the gradients
+        local = (~is_pad).sum().to(torch.float64)
+        total = local.clone()
+        dist.all_reduce(total)
+        rec = rec * (local * world / total.clamp_min(1.0)).to(rec.dtype)
     if prior is None:
         kl = kl_to_standard_normal(mu, logvar)
     else:
