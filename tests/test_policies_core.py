@@ -10,7 +10,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from policies_helpers import StandInVAE  # noqa: E402
+from test_policies_helpers import StandInVAE  # noqa: E402
 
 from ate.data import Normalizer  # noqa: E402
 from ate.errors import CheckpointError, ShapeMismatchError  # noqa: E402

@@ -1,4 +1,4 @@
-"""Tiny synthetic datasets and a stand-in encoder for the policy tests (not a test module)."""
+"""Tiny synthetic datasets and a stand-in encoder shared by the policy tests (holds no tests itself)."""
 
 from __future__ import annotations
 

@@ -69,6 +69,7 @@ def register(sub) -> None:
     b.add_argument("--batch-size", type=int, default=64)
     b.add_argument("--horizon", type=int, default=16)
     b.add_argument("--vae-preset", default="small")
+    b.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     b.set_defaults(func=_bench)
 
     n = cmds.add_parser("normalizer", help="write one robot's action stats of a policy as a Normalizer JSON "
@@ -143,7 +144,8 @@ def _bench(args) -> int:
     from ate.policies.bench import run_bench
 
     res = run_bench(args.out, families=args.families, steps=args.steps, repeats=args.repeats,
-                    batch_size=args.batch_size, horizon=args.horizon, vae_preset=args.vae_preset)
+                    batch_size=args.batch_size, horizon=args.horizon, vae_preset=args.vae_preset,
+                    threads=args.threads)
     for fam, r in res["families"].items():
         print(f"{fam}: {r['params']:,} params, step off {r['step_ms']['off']:.1f} ms, "
               f"ATE/off {r['ratio']['ate']:.2f} (best variant {r['best_variant']}: {r['ratio'][r['best_variant']]:.2f}), "

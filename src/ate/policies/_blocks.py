@@ -13,14 +13,19 @@ import torch.nn.functional as F
 from torch import nn
 
 
+# wavelengths 2π … 2π·10⁴ = frequencies 1 … 1e-4 rad/step, the DDPM / Diffusion Policy embedding for integer
+# steps (a period of 1 would alias every integer step to the same phase)
+DDPM_PERIODS = (2 * math.pi, 2 * math.pi * 1e4)
+
+
 class SinusoidalPosEmb(nn.Module):
     """Sinusoidal embedding of a scalar per sample (DDPM integer step or flow time).
 
-    `x` (B,) float -> (B, dim). `min_period` / `max_period` give the wavelengths; the DDPM default
-    (1, 10000) suits integer steps, openpi uses (4e-3, 4.0) for flow times in [0, 1].
+    `x` (B,) float -> (B, dim). `min_period` / `max_period` give the wavelengths: `DDPM_PERIODS` for
+    integer diffusion steps, openpi uses (4e-3, 4.0) for flow times in [0, 1].
     """
 
-    def __init__(self, dim: int, min_period: float = 1.0, max_period: float = 10000.0):
+    def __init__(self, dim: int, min_period: float = DDPM_PERIODS[0], max_period: float = DDPM_PERIODS[1]):
         super().__init__()
         if dim % 2:
             raise ValueError(f"SinusoidalPosEmb dim must be even, got {dim}")

@@ -239,7 +239,11 @@ class Policy(nn.Module):
         if noise is None:
             noise = self.draw_noise(batch["action"].shape[0], generator)
         dev = batch["action"].device
-        view = self.denoise_view(batch, {k: v.to(dev) for k, v in noise.items()})
+        noise = {k: v.to(dev) for k, v in noise.items()}
+        # noise only on the robot's real dims: unused dims stay exactly 0 in training, as `sample` keeps them
+        # (noisy padding in training but zeros at inference is a train/test mismatch the conv UNet cannot absorb)
+        noise["noise"] = noise["noise"] * batch["action_mask"][:, None, :].to(noise["noise"].dtype)
+        view = self.denoise_view(batch, noise)
         pred, target = view["pred"].float(), view["target"].float()
         if guidance is None:
             loss = masked_mse(pred, target, batch["action_mask"], batch["is_pad"])

@@ -12,7 +12,6 @@ import json
 import platform
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -149,8 +148,12 @@ def _report(res: dict, command: str) -> str:
 
 
 def run_bench(out: str | Path, families=("dp", "rdt", "pi0"), steps: int = 30, repeats: int = 3, batch_size: int = 64,
-              horizon: int = 16, vae_preset: str = "small", command: str | None = None) -> dict:
-    """Benchmark every family and write out/results.json, out/report.md, out/step_time.png."""
+              horizon: int = 16, vae_preset: str = "small", threads: int | None = None, command: str | None = None) -> dict:
+    """Benchmark every family and write out/results.json, out/report.md, out/step_time.png.
+
+    threads: torch intra-op threads (None keeps torch's default)."""
+    if threads:
+        torch.set_num_threads(threads)
     from ate.checkpoint import write_json_atomic
     from ate.policies import policy_class
 
@@ -166,7 +169,8 @@ def run_bench(out: str | Path, families=("dp", "rdt", "pi0"), steps: int = 30, r
     for fam in families:
         res["families"][policy_class(fam).config_class.type] = bench_family(fam, steps, repeats, batch_size, horizon, vae_preset)
     command = command or (f"ate policy bench --out {out} --families {' '.join(families)} --steps {steps} "
-                          f"--repeats {repeats} --batch-size {batch_size} --horizon {horizon} --vae-preset {vae_preset}")
+                          f"--repeats {repeats} --batch-size {batch_size} --horizon {horizon} --vae-preset {vae_preset}"
+                          + (f" --threads {threads}" if threads else ""))
     res["command"] = command
     write_json_atomic(out / "results.json", res)
     _plot(res, out / "step_time.png")

@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ate.policies._blocks import ConditionalResidualBlock1D, Conv1dBlock, SinusoidalPosEmb
+from ate.policies._blocks import DDPM_PERIODS, ConditionalResidualBlock1D, Conv1dBlock, SinusoidalPosEmb
 from ate.policies.base import Policy, PolicyConfig
 
 
@@ -50,7 +50,7 @@ class ConditionalUnet1D(nn.Module):
 
     def __init__(self, input_dim: int, cond_dim: int, down_dims, kernel: int, groups: int, t_dim: int = 64):
         super().__init__()
-        self.t_embed = nn.Sequential(SinusoidalPosEmb(t_dim), nn.Linear(t_dim, 4 * t_dim), nn.Mish(), nn.Linear(4 * t_dim, t_dim))
+        self.t_embed = nn.Sequential(SinusoidalPosEmb(t_dim, *DDPM_PERIODS), nn.Linear(t_dim, 4 * t_dim), nn.Mish(), nn.Linear(4 * t_dim, t_dim))
         gdim = t_dim + cond_dim
         dims = [input_dim, *down_dims]
         in_out = list(zip(dims[:-1], dims[1:]))

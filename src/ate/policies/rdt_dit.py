@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ate.errors import ShapeMismatchError
-from ate.policies._blocks import SinusoidalPosEmb, TransformerBlock
+from ate.policies._blocks import DDPM_PERIODS, SinusoidalPosEmb, TransformerBlock
 from ate.policies.base import Policy, PolicyConfig
 
 
@@ -68,7 +68,7 @@ class DiT(nn.Module):
     def __init__(self, action_dim: int, horizon: int, cond_dim: int, width: int, depth: int, heads: int):
         super().__init__()
         self.x_embed = nn.Linear(2 * action_dim, width)  # action ⊕ slot mask, as RDT's adaptor
-        self.t_embed = nn.Sequential(SinusoidalPosEmb(width), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.t_embed = nn.Sequential(SinusoidalPosEmb(width, *DDPM_PERIODS), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
         self.c_embed = nn.Linear(cond_dim, width)
         self.pos = nn.Parameter(torch.zeros(1, horizon + 2, width))
         nn.init.normal_(self.pos, std=0.02)
@@ -116,8 +116,7 @@ class RDTPolicy(Policy):
         a0, mask = batch["action"], batch["action_mask"]
         eps = noise["noise"].to(a0.dtype)
         t = (noise["u"] * self.config.num_train_timesteps).long().clamp_max(self.config.num_train_timesteps - 1)
-        # unused slots stay exactly zero, as in RDT (noise only on valid slots)
-        x_t = self.noise_scheduler.add_noise(a0, eps, t) * mask[:, None, :].to(a0.dtype)
+        x_t = self.noise_scheduler.add_noise(a0, eps, t)  # eps is 0 on unused slots (base): they stay 0
         pred = self.dit(x_t, mask, t, self.encode_obs(batch))
         return {"x_t": x_t, "pred": pred, "target": a0, "a0": a0, "t": t}
 

@@ -1,0 +1,131 @@
+"""Policy training loops: overfitting, ATE switch, resume, CLI. Tiny models on tiny synthetic demos."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_policies_helpers import StandInVAE, write_demos  # noqa: E402
+
+from ate.data import load_episodes  # noqa: E402
+from ate.errors import ShapeMismatchError  # noqa: E402
+from ate.policies import load_policy  # noqa: E402
+from ate.policies.train import finetune, pretrain  # noqa: E402
+
+TINY = {
+    "dp": {"down_dims": (32, 64), "cond_dim": 32},
+    "rdt": {"width": 64, "depth": 2, "heads": 4, "cond_dim": 32},
+    "pi0": {"width": 64, "depth": 2, "heads": 4, "cond_dim": 32},
+}
+H = 8
+FAST = {"batch_size": 32, "lr": 3e-3, "warmup_steps": 5, "log_every": 10, "progress": False, "ema_decay": 0.95}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The CI box is shared: one intra-op thread avoids oversubscription stalls."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demos")
+    return {"src": write_demos(root / "src", "panda", 4, 6, n_eps=3, T=16, task="reach"),
+            "tgt": write_demos(root / "tgt", "ur5e", 3, 5, n_eps=2, T=16, task="push", seed=1)}
+
+
+def losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("fam", list(TINY))
+def test_each_family_overfits_a_tiny_dataset(fam, demos, tmp_path):
+    cfg = {"horizon": H, "state_dim": 8, **TINY[fam]}
+    # ε-prediction converges slowest: its low-noise steps need a precise ε to reconstruct the chunk
+    steps = {"dp": 1500, "rdt": 250, "pi0": 300}[fam]
+    policy = pretrain(demos["src"], tmp_path / fam, policy=fam, policy_config=cfg, steps=steps, **{**FAST, "batch_size": 64})
+    ls = losses(tmp_path / fam)
+    assert ls[-1] < ls[0] / 5, ls
+    acts, states = load_episodes(demos["src"]), load_episodes(demos["src"], key="observations/state")
+    err, base = [], []
+    mean_action = np.asarray(acts.actions).mean(0)
+    for e in range(acts.num_episodes):
+        truth = acts.episode(e)[:H]
+        chunk = policy.predict_chunk({"state": states.episode(e)[0], "task": "reach"},
+                                     generator=torch.Generator().manual_seed(e))[0].numpy()
+        err.append(np.abs(chunk - truth).mean())
+        base.append(np.abs(mean_action - truth).mean())
+    assert np.mean(err) < 0.35 * np.mean(base), (err, base)
+
+
+def test_finetune_arms_differ_only_by_guidance(demos, tmp_path):
+    cfg = {"horizon": H, "state_dim": 8, **TINY["dp"]}
+    pretrain(demos["src"], tmp_path / "pre", policy="dp", policy_config=cfg, steps=10, **FAST)
+    common = dict(init=tmp_path / "pre", steps=12, **FAST)
+    sft = finetune(demos["tgt"], tmp_path / "sft", guidance="off", **common)
+    norm = sft.normalizers["ur5e"]["action"]  # fitted on the target data: what the VAE must share
+    vae = StandInVAE(3, H, norm)
+    zero = finetune(demos["tgt"], tmp_path / "ate0", guidance="ate", vae=vae, scale=0.0, **common)
+    ate = finetune(demos["tgt"], tmp_path / "ate2", guidance="ate", vae=vae, scale=2.0, clamp=1.0, **common)
+    sd_sft, sd_zero, sd_ate = sft.state_dict(), zero.state_dict(), ate.state_dict()
+    # same data order and noise draws: λ = 0 reproduces the plain arm exactly, λ > 0 moves the weights
+    assert all(torch.equal(sd_sft[k], sd_zero[k]) for k in sd_sft)
+    assert any(not torch.allclose(sd_sft[k], sd_ate[k]) for k in sd_sft if sd_sft[k].is_floating_point())
+    rec = json.loads((tmp_path / "ate2" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"guidance_norm", "latent_dist", "coef_mean", "frac_clamped", "plain_loss", "grad_norm", "lr"} <= set(rec)
+    assert json.loads((tmp_path / "ate2" / "train_config.json").read_text())["guidance_config"]["scale"] == 2.0
+    # the fine-tuned policy serves the new robot without any VAE
+    out = load_policy(tmp_path / "ate2").predict_chunk({"state": np.zeros(5, np.float32), "task": "push"})
+    assert out.shape == (1, H, 3)
+    with pytest.raises(ShapeMismatchError, match="action dim mismatch"):
+        finetune(demos["tgt"], tmp_path / "bad", guidance="ate", vae=StandInVAE(4, H, norm), **common)
+    with pytest.raises(ShapeMismatchError, match="normalisation stats mismatch"):
+        finetune(demos["tgt"], tmp_path / "bad", guidance="ate", vae=StandInVAE(3, H, sft.normalizers["panda"]["action"]
+                                                                              if False else _shifted(norm)), **common)
+
+
+def _shifted(norm):
+    from ate.data import Normalizer
+
+    d = norm.to_dict()
+    d["max"] = [m + 0.5 for m in d["max"]]
+    return Normalizer.from_dict(d)
+
+
+def test_resume_equals_uninterrupted(demos, tmp_path):
+    cfg = {"horizon": H, "state_dim": 8, **TINY["pi0"]}
+    kw = dict(policy="pi0", policy_config=cfg, steps=12, save_every=6, **FAST)
+    full = pretrain(demos["src"], tmp_path / "full", **kw)
+    pretrain(demos["src"], tmp_path / "cut", **kw)
+    ck = tmp_path / "cut" / "checkpoints"
+    import shutil
+
+    shutil.rmtree(ck / "000012")
+    (ck / "last").unlink()
+    (ck / "last").symlink_to("000006")  # as if the run had died after step 6
+    resumed = pretrain(demos["src"], tmp_path / "cut", resume=True, **kw)
+    a, b = full.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_pretrain_predict_normalizer(demos, tmp_path):
+    from ate.cli import main
+
+    run = tmp_path / "cli"
+    assert main(["policy", "pretrain", "--data", str(demos["src"]), "--out", str(run), "--policy", "rdt",
+                 "--policy-config", json.dumps({"horizon": H, "state_dim": 8, **TINY["rdt"]}),
+                 "--steps", "3", "--batch-size", "8", "--no-progress"]) == 0
+    assert main(["policy", "predict", "--policy", str(run), "--data", str(demos["src"]),
+                 "--out", str(tmp_path / "c.npz")]) == 0
+    assert np.load(tmp_path / "c.npz")["chunks"].shape == (3, H, 4)
+    assert main(["policy", "normalizer", "--policy", str(run), "--out", str(tmp_path / "n.json")]) == 0
+    assert json.loads((tmp_path / "n.json").read_text())["dim"] == 4
