@@ -1,0 +1,92 @@
+"""Smoke runs of the core benchmark (`ate bench-core`) at tiny sizes: every figure is produced, finite and
+consistent, the report / figure render, and the large-dataset writer produces a readable npy folder."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from ate.bench import core
+
+
+@pytest.fixture(scope="module")
+def tiny_results():
+    torch.set_num_threads(1)
+    thr = {"preset": "small", "action_dim": 3, "horizon": 4, "batch_size": 4,
+           **core.vae_throughput_pair("small", 3, 4, 4, warmup=1, steps=2)}
+    guid = core.bench_guidance_overhead(batch_size=4, horizon=8, action_dim=3, cond_dim=5,
+                                        variants=["ate_sample", "ate_small_vae_1layer_bf16"], warmup=1, repeats=2)
+    return {"command": "pytest", "threads": 1, "quick": True, "machine": core.machine_info(),
+            "started": "now", "load_start": list(os.getloadavg()), "load_end": list(os.getloadavg()),
+            "wall_s": 1.0, "throughput": [thr], "guidance": guid}
+
+
+def test_vae_throughput_fp32_vs_bf16(tiny_results):
+    r = tiny_results["throughput"][0]
+    for key in ("fp32", "bf16"):
+        assert r[key]["samples_per_s"] > 0 and math.isfinite(r[key]["samples_per_s"])
+        assert len(r[key]["step_times"]) == 2 and len(r[key]["losses"]) == 3
+        assert "first_grad" not in r[key]  # popped: not serialisable
+    acc = r["bf16_accuracy"]
+    # same init + same batch: bf16 autocast changes the first loss / gradient only by rounding
+    assert acc["loss_step0_bf16"] == pytest.approx(acc["loss_step0_fp32"], rel=0.05)
+    assert 0 < acc["grad_rel_error_step0"] < 0.2 and acc["grad_cosine_step0"] > 0.98
+    json.dumps(r)  # JSON-serialisable
+
+
+def test_guidance_overhead_interleaved(tiny_results):
+    g = tiny_results["guidance"]
+    assert set(g["variants"]) == {"ate_sample", "ate_small_vae_1layer_bf16"}
+    assert len(g["plain_step_times"]) == 2 * 2  # one plain step before each guided step
+    v1, v2 = g["variants"]["ate_sample"], g["variants"]["ate_small_vae_1layer_bf16"]
+    assert v1["vae_layers"] == 3 and v2["vae_layers"] == 1 and v2["bf16_encoder"] and v2["vae_params"] < v1["vae_params"]
+    for v in g["variants"].values():
+        assert v["ratio"] == pytest.approx(v["step_s"] / g["plain_step_s"])
+        assert v["ratio"] > 0 and len(v["step_times"]) == 2
+    assert g["meets_target"] == sorted(n for n, v in g["variants"].items() if v["ratio"] <= 1.10)
+    assert 0 < g["denoiser_params"]
+    with pytest.raises(ValueError, match="unknown guidance variants"):
+        core.bench_guidance_overhead(variants=["nope"])
+
+
+def test_report_and_figure(tiny_results, tmp_path):
+    png = core.write_figure(tiny_results, tmp_path / "figures.png")
+    assert png.is_file() and png.stat().st_size > 1000
+    md = core.render_report(tiny_results, png.name)
+    assert "Command: `pytest`" in md and "![figures](figures.png)" in md
+    assert "| small |" in md and "| ate_sample |" in md and "Load" in md
+
+
+def test_write_large_npy_is_readable(tmp_path):
+    from ate.data import load_episodes
+
+    folder = core.write_large_npy(tmp_path / "big", episodes=7, length=50, dim=3)
+    eps = load_episodes(folder)
+    assert len(eps) == 350 and eps.dim == 3 and eps.num_episodes == 7
+    assert np.array_equal(eps.episode_ends, np.arange(1, 8) * 50)
+    x = np.asarray(eps.actions[0:350])
+    assert np.isfinite(x).all() and x.std() > 0.1
+    rss = core._proc_rss(os.getpid())
+    assert rss["VmRSS"] > 0 and rss["RssAnon"] > 0
+
+
+def test_cli_registers_bench_core():
+    from ate.cli import build_parser
+
+    args = build_parser().parse_args(["bench-core", "--quick", "--parts", "guidance", "--out", "x"])
+    assert args.quick and args.parts == ["guidance"] and callable(args.func)
+
+
+@pytest.mark.slow
+def test_stage1_memory_child_process(tmp_path):
+    """The child-process measurement end to end on a tiny dataset (~10-30 s: a fresh Python + torch)."""
+    r = core.bench_stage1_memory(tmp_path, episodes=6, length=100, steps=2, batch_size=4, prior_max_samples=50,
+                                 threads=1, baseline_episodes=None)
+    assert r["frames"] == 600 and r["dim"] == 14 and r["final_metrics"]["step"] == 2
+    assert r["peak_rss_mb"] >= r["sampled_peak_rss_anon_mb"] > 10  # torch alone is tens of MiB
+    assert r["samples"] > 0 and r["data_deleted"] and not (tmp_path / "data_large").exists()
