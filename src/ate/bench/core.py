@@ -329,7 +329,9 @@ def _stage1_child(data: str, out: str, steps: int, batch_size: int, prior_max_sa
     t0 = time.perf_counter()
     eps = load_episodes(data)
     t_load = time.perf_counter() - t0
-    cfg = AlignConfig(horizon=16, steps=steps, batch_size=batch_size, prior_max_samples=prior_max_samples,
+    # val_ratio=0: the trainer's end-of-run validation covers the *whole* val split (1 M windows here), which
+    # would dominate the run; memory is bounded either way (windows are indexed, never materialised).
+    cfg = AlignConfig(horizon=16, steps=steps, batch_size=batch_size, prior_max_samples=prior_max_samples, val_ratio=0.0,
                       log_every=max(steps // 4, 1), eval_every=steps, save_every=steps, progress=False)
     model = train_stage1(eps, out, cfg)
     rows = [json.loads(ln) for ln in (Path(out) / "metrics.jsonl").read_text().splitlines() if ln.strip()]
@@ -436,10 +438,12 @@ def run_core_bench(out_dir: str | Path, parts: tuple[str, ...] = ("throughput", 
                    threads: int = 2, quick: bool = False, command: str | None = None,
                    memory_episodes: int = 10_000, memory_length: int = 1000, memory_steps: int = 200,
                    memory_workdir: str | Path | None = None, throughput_steps: int | None = None,
-                   guidance_repeats: int | None = None) -> dict:
+                   guidance_repeats: int | None = None, resume: bool = False) -> dict:
     """Run the selected figures and write ``results.json``, ``report.md`` and ``figures.png`` to out_dir.
 
     quick: tiny sizes for smoke tests (seconds); the numbers are then not meaningful.
+    resume: reuse the parts already measured in ``out_dir/results.partial.json`` (written after each part;
+        same threads / quick required) and measure only the missing ones; the commands of both runs are kept.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -447,6 +451,19 @@ def run_core_bench(out_dir: str | Path, parts: tuple[str, ...] = ("throughput", 
     t_start = time.perf_counter()
     res: dict = {"command": command, "threads": threads, "quick": quick, "machine": machine_info(),
                  "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "load_start": _load()}
+    partial = out_dir / "results.partial.json"
+    if resume and partial.is_file():
+        old = json.loads(partial.read_text())
+        if (old.get("threads"), old.get("quick")) != (threads, quick):
+            raise ValueError(f"{partial} was measured with threads={old.get('threads')} quick={old.get('quick')}; "
+                             "resume needs the same settings")
+        res.update({k: old[k] for k in ("throughput", "guidance", "memory", "started", "load_start") if k in old})
+        res["command"] = f"{old.get('command')}  (interrupted during the next part), then: {command}"
+        # runs from before partial_wall_s existed: started -> file time
+        res["resumed_wall_s"] = old.get("partial_wall_s") or (partial.stat().st_mtime - time.mktime(
+            time.strptime(old["started"].rsplit(" ", 1)[0], "%Y-%m-%d %H:%M:%S")))
+        parts = tuple(p for p in parts if p not in old)
+    t_start -= res.get("resumed_wall_s", 0.0)
     if "throughput" in parts:
         steps = throughput_steps or (2 if quick else 8)
         warm = 1 if quick else 2
@@ -455,12 +472,12 @@ def run_core_bench(out_dir: str | Path, parts: tuple[str, ...] = ("throughput", 
         res["throughput"] = [{"preset": p, "action_dim": d, "horizon": h, "batch_size": b,
                               **vae_throughput_pair(p, d, h, b, warm, steps if p == "small" else max(steps // 2, 2))}
                              for p, d, h, b in specs]
-    _save_partial(out_dir, res)
+    _save_partial(out_dir, res, t_start)
     if "guidance" in parts:
         kw = dict(batch_size=16, warmup=1, repeats=guidance_repeats or 2, variants=["ate_sample", "ate_mean"]) if quick \
             else dict(repeats=guidance_repeats or 8)
         res["guidance"] = bench_guidance_overhead(**kw)
-    _save_partial(out_dir, res)
+    _save_partial(out_dir, res, t_start)
     if "memory" in parts:
         if quick:
             res["memory"] = bench_stage1_memory(memory_workdir, episodes=20, length=200, steps=2, batch_size=8,
@@ -469,6 +486,7 @@ def run_core_bench(out_dir: str | Path, parts: tuple[str, ...] = ("throughput", 
             res["memory"] = bench_stage1_memory(memory_workdir, memory_episodes, memory_length, steps=memory_steps,
                                                 threads=threads)
     res["wall_s"] = time.perf_counter() - t_start
+    res.pop("partial_wall_s", None)
     res["load_end"] = _load()
     (out_dir / "results.json").write_text(json.dumps(res, indent=2))
     (out_dir / "results.partial.json").unlink(missing_ok=True)
@@ -477,8 +495,9 @@ def run_core_bench(out_dir: str | Path, parts: tuple[str, ...] = ("throughput", 
     return res
 
 
-def _save_partial(out_dir: Path, res: dict) -> None:
+def _save_partial(out_dir: Path, res: dict, t_start: float) -> None:
     """Keep what is measured so far (a long run interrupted later still leaves its figures)."""
+    res["partial_wall_s"] = time.perf_counter() - t_start
     (out_dir / "results.partial.json").write_text(json.dumps(res, indent=2))
 
 

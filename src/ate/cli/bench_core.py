@@ -23,6 +23,8 @@ def register(sub) -> None:
                    help="where to write the large dataset (default: a temporary dir; deleted afterwards)")
     p.add_argument("--throughput-steps", type=int, default=None, help="timed steps per small-preset run (default 8)")
     p.add_argument("--guidance-repeats", type=int, default=None, help="interleaved pairs per variant (default 8)")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
+                   help="reuse the parts already in OUT/results.partial.json, measure the rest")
     p.set_defaults(func=_run)
 
 
@@ -38,7 +40,8 @@ def _run(args) -> int:
     res = run_core_bench(args.out, parts=tuple(args.parts), threads=args.threads, quick=args.quick, command=command,
                          memory_episodes=args.memory_episodes, memory_length=args.memory_length,
                          memory_steps=args.memory_steps, memory_workdir=args.memory_workdir,
-                         throughput_steps=args.throughput_steps, guidance_repeats=args.guidance_repeats)
+                         throughput_steps=args.throughput_steps, guidance_repeats=args.guidance_repeats,
+                         resume=args.resume)
     print(f"wrote {args.out}/results.json, report.md (wall {res['wall_s']:.0f} s)")
     for r in res.get("throughput", []):
         print(f"  VAE {r['preset']} D={r['action_dim']} H={r['horizon']}: fp32 {r['fp32']['samples_per_s']:.1f} "
