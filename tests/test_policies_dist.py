@@ -21,9 +21,11 @@ def _train(data: str, out: str) -> None:
     sys.path.insert(0, str(HERE))
     from ate.policies.train import pretrain
 
-    # global batch 16: one process takes all 16, two processes 8 each (same indices and noise, sliced)
+    # global batch 16: one process takes all 16, two processes 8 each (same indices and noise, sliced).
+    # pad="drop": every sample has the same number of valid loss elements, so the mean of the two
+    # per-process masked means is the global masked mean.
     pretrain(data, out, policy="pi0", policy_config=CFG, steps=6, batch_size=16, lr=1e-3, warmup_steps=2,
-             log_every=3, progress=False, ema_decay=0.9)
+             log_every=3, progress=False, ema_decay=0.9, pad="drop")
 
 
 @pytest.mark.dist
@@ -45,10 +47,11 @@ def test_two_processes_match_one_process_with_doubled_batch(tmp_path):
 
     assert json.loads((tmp_path / "two" / "train_config.json").read_text())["world_size"] == 2
     a, b = load_policy(tmp_path / "one").state_dict(), load_policy(tmp_path / "two").state_dict()
-    moved = load_policy(tmp_path / "one").state_dict()
-    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5) for k in a), max(
-        (a[k] - b[k]).abs().max().item() for k in a)
-    assert moved.keys() == b.keys()
+    assert a.keys() == b.keys()
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert diff < 2e-5, diff
+    logs = [[json.loads(x)["loss"] for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()] for r in ("one", "two")]
+    assert logs[0][-1] < logs[0][0]  # it trained (rank 0 logs its half-batch loss in the 2-process run)
 
 
 if __name__ == "__main__":

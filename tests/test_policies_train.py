@@ -89,8 +89,7 @@ def test_finetune_arms_differ_only_by_guidance(demos, tmp_path):
     with pytest.raises(ShapeMismatchError, match="action dim mismatch"):
         finetune(demos["tgt"], tmp_path / "bad", guidance="ate", vae=StandInVAE(4, H, norm), **common)
     with pytest.raises(ShapeMismatchError, match="normalisation stats mismatch"):
-        finetune(demos["tgt"], tmp_path / "bad", guidance="ate", vae=StandInVAE(3, H, sft.normalizers["panda"]["action"]
-                                                                              if False else _shifted(norm)), **common)
+        finetune(demos["tgt"], tmp_path / "bad", guidance="ate", vae=StandInVAE(3, H, _shifted(norm)), **common)
 
 
 def _shifted(norm):
@@ -117,15 +116,20 @@ def test_resume_equals_uninterrupted(demos, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_cli_pretrain_predict_normalizer(demos, tmp_path):
+def test_cli_pretrain_two_robots_predict_normalizer(demos, tmp_path):
     from ate.cli import main
 
-    run = tmp_path / "cli"
-    assert main(["policy", "pretrain", "--data", str(demos["src"]), "--out", str(run), "--policy", "rdt",
+    run = tmp_path / "cli"  # two robots (4 and 3 action dims) in one unified-slot model
+    assert main(["policy", "pretrain", "--data", str(demos["src"]), str(demos["tgt"]), "--out", str(run), "--policy", "rdt",
                  "--policy-config", json.dumps({"horizon": H, "state_dim": 8, **TINY["rdt"]}),
                  "--steps", "3", "--batch-size", "8", "--no-progress"]) == 0
     assert main(["policy", "predict", "--policy", str(run), "--data", str(demos["src"]),
                  "--out", str(tmp_path / "c.npz")]) == 0
     assert np.load(tmp_path / "c.npz")["chunks"].shape == (3, H, 4)
-    assert main(["policy", "normalizer", "--policy", str(run), "--out", str(tmp_path / "n.json")]) == 0
-    assert json.loads((tmp_path / "n.json").read_text())["dim"] == 4
+    assert main(["policy", "predict", "--policy", str(run), "--data", str(demos["tgt"]),
+                 "--out", str(tmp_path / "d.npz")]) == 0
+    assert np.load(tmp_path / "d.npz")["chunks"].shape == (2, H, 3)
+    pol = load_policy(run)
+    assert set(pol.config.robots) == {"panda", "ur5e"} and pol.config.tasks == ["reach", "push"]
+    assert main(["policy", "normalizer", "--policy", str(run), "--robot", "ur5e", "--out", str(tmp_path / "n.json")]) == 0
+    assert json.loads((tmp_path / "n.json").read_text())["dim"] == 3
