@@ -136,7 +136,7 @@ def test_smoke_pipeline_end_to_end_and_resume(tmp_path):
     from ate.bench.pipeline import run_bench
 
     cfg = BenchConfig.from_preset("metaworld", "smoke", out_dir=str(tmp_path / "run"), workers=1, progress=False,
-                             eval_every=0)
+                                  eval_every=0)
     res = run_bench(cfg)
     assert set(res["stage_wall_s"]) == {"demos", "pretrain", "stage1", "stage2", "train", "eval"}
     arms = {(e["arm"], e["step"]) for e in res["evaluations"]}
@@ -156,3 +156,21 @@ def test_smoke_pipeline_end_to_end_and_resume(tmp_path):
     again = run_bench(cfg)  # everything cached
     assert all(t["cached"] for t in again["stages"].values())
     assert again["headline"] == res["headline"]
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_smoke_robosuite_cross_embodiment(tmp_path):
+    """Panda -> UR5e: the stage-1 VAE reads 8-dim source chunks, the stage-2 VAE and the fine-tuned arms the
+    7-dim UR5e space; intermediate checkpoints are evaluated too (eval_every)."""
+    from ate.bench.pipeline import run_bench
+
+    cfg = BenchConfig.from_preset("robosuite", "smoke", out_dir=str(tmp_path / "run"), workers=1, progress=False)
+    res = run_bench(cfg)
+    run = tmp_path / "run"
+    s1 = json.loads((run / "vae" / "stage1" / "model" / "config.json").read_text())
+    s2 = json.loads((run / "vae" / "stage2-n2-seed0" / "model" / "config.json").read_text())
+    assert len(s1["normalizer"]["min"]) == 8 and len(s2["normalizer"]["min"]) == 7
+    steps = sorted({e["step"] for e in res["evaluations"]})
+    assert steps == [cfg.eval_every, cfg.finetune_steps] and (run / "success_vs_steps.png").is_file()
+    assert {e["robot"] for e in res["evaluations"]} == {"UR5e"}

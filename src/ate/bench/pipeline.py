@@ -218,7 +218,7 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
         eval_every=10),
     ("robosuite", "quick"): dict(
         _ROBOSUITE_BASE, n_source_demos=20, n_target_demos=[5], pretrain_steps=1500, finetune_steps=500,
-        stage1_steps=600, stage2_steps=400, eval_episodes=24, seeds=[0, 1]),
+        stage1_steps=600, stage2_steps=400, eval_episodes=24, seeds=[0, 1], source_eval_episodes=10),
     ("robosuite", "full"): dict(
         _ROBOSUITE_BASE, source_tasks=["Lift", "Stack"], target_tasks=["Lift", "Stack"], n_source_demos=100,
         n_target_demos=[5, 10, 20], pretrain_steps=20000, finetune_steps=3000, stage1_steps=10000,
