@@ -89,10 +89,11 @@ def test_pi0_uses_openpi_flow_convention():
     p = tiny_policy("pi0")
     batch = fake_batch(p)
     noise = p.draw_noise(6, torch.Generator().manual_seed(3))
-    view = p.denoise_view(batch, noise)
+    view = p.training_view(batch, noise)
     t = view["t"][:, None, None]
-    assert torch.allclose(view["x_t"], t * noise["noise"] + (1 - t) * batch["action"])
-    assert torch.allclose(view["target"], noise["noise"] - batch["action"])
+    eps = noise["noise"] * p.action_mask("panda")  # padded dims carry no noise (they stay 0)
+    assert torch.allclose(view["x_t"], t * eps + (1 - t) * batch["action"])
+    assert torch.allclose(view["target"], eps - batch["action"])
     u = torch.rand(20000, generator=torch.Generator().manual_seed(0))
     from ate.policies.pi0_flow import flow_time
 
@@ -110,7 +111,7 @@ def test_rdt_slots_come_from_unified_layout_and_mask_the_loss():
     batch = fake_batch(p)
     noise = p.draw_noise(6, torch.Generator().manual_seed(0))
     loss1, _ = p.compute_loss(batch, noise=noise)
-    view = p.denoise_view(batch, noise)
+    view = p.training_view(batch, noise)
     assert torch.all(view["x_t"][..., ~p.action_mask("panda")] == 0)  # unused slots stay zero
     from ate.steer import masked_mse
 

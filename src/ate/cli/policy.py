@@ -70,6 +70,9 @@ def register(sub) -> None:
     b.add_argument("--horizon", type=int, default=16)
     b.add_argument("--vae-preset", default="small")
     b.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    b.add_argument("--sizes", nargs="+", default=["default"], choices=["default", "large"],
+                   help="policy sizes; 'large' (~10x compute) shows the ratio shrinking with policy size")
+    b.add_argument("--large-steps", type=int, default=6, help="timed steps per arm and repeat for 'large'")
     b.set_defaults(func=_bench)
 
     n = cmds.add_parser("normalizer", help="write one robot's action stats of a policy as a Normalizer JSON "
@@ -145,7 +148,7 @@ def _bench(args) -> int:
 
     res = run_bench(args.out, families=args.families, steps=args.steps, repeats=args.repeats,
                     batch_size=args.batch_size, horizon=args.horizon, vae_preset=args.vae_preset,
-                    threads=args.threads)
+                    threads=args.threads, sizes=args.sizes, large_steps=args.large_steps)
     for fam, r in res["families"].items():
         print(f"{fam}: {r['params']:,} params, step off {r['step_ms']['off']:.1f} ms, "
               f"ATE/off {r['ratio']['ate']:.2f} (best variant {r['best_variant']}: {r['ratio'][r['best_variant']]:.2f}), "

@@ -221,6 +221,15 @@ class Policy(nn.Module):
         """Noise the clean chunk and run the network: returns x_t, pred, target, a0 (B, H, D) and t (B,)."""
         raise NotImplementedError
 
+    def training_view(self, batch: dict[str, torch.Tensor], noise: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`denoise_view` with ε zeroed on the dims the robot does not use, so those dims stay exactly 0 in
+        training as `sample` keeps them (noisy padding in training but zeros at inference is a train/test
+        mismatch that the conv UNet, which mixes dims, cannot absorb)."""
+        dev = batch["action"].device
+        noise = {k: v.to(dev) for k, v in noise.items()}
+        noise["noise"] = noise["noise"] * batch["action_mask"][:, None, :].to(noise["noise"].dtype)
+        return self.denoise_view(batch, noise)
+
     def forward(self, batch, guidance=None, generator=None, guidance_generator=None, noise=None):
         """= compute_loss; going through forward lets DistributedDataParallel synchronise gradients."""
         return self.compute_loss(batch, guidance, generator, guidance_generator, noise)
@@ -238,12 +247,7 @@ class Policy(nn.Module):
 
         if noise is None:
             noise = self.draw_noise(batch["action"].shape[0], generator)
-        dev = batch["action"].device
-        noise = {k: v.to(dev) for k, v in noise.items()}
-        # noise only on the robot's real dims: unused dims stay exactly 0 in training, as `sample` keeps them
-        # (noisy padding in training but zeros at inference is a train/test mismatch the conv UNet cannot absorb)
-        noise["noise"] = noise["noise"] * batch["action_mask"][:, None, :].to(noise["noise"].dtype)
-        view = self.denoise_view(batch, noise)
+        view = self.training_view(batch, noise)
         pred, target = view["pred"].float(), view["target"].float()
         if guidance is None:
             loss = masked_mse(pred, target, batch["action_mask"], batch["is_pad"])
