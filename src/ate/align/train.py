@@ -59,6 +59,7 @@ class AlignConfig:
     pad: str = "repeat"  # repeat (LeRobot) | drop (reference)
     normalization: str = "minmax"  # minmax (DP, [-1, 1]) | meanstd (pi0)
     val_ratio: float = 0.1
+    val_max_chunks: int = 10_000  # validation uses a fixed, seeded subset of at most this many windows
     # model
     preset: str = "small"
     latent_dim: int | None = None  # override the preset's Z
@@ -229,9 +230,11 @@ def _validate(vae, val, cfg: AlignConfig, prior: PriorSummary | None) -> dict:
     g = torch.Generator().manual_seed(cfg.seed + 12345)  # fixed: validation is comparable across steps
     vae.eval()
     sums, n = {"recon": 0.0, "kl": 0.0, "mmd": 0.0, "loss": 0.0}, 0
-    order = torch.arange(len(val))
+    # a fixed seeded subset keeps validation cheap on huge datasets and comparable across steps
+    order = torch.arange(len(val)) if len(val) <= cfg.val_max_chunks else torch.randperm(
+        len(val), generator=torch.Generator().manual_seed(cfg.seed + 777))[: cfg.val_max_chunks].sort().values
     bs = max(cfg.batch_size, 2)
-    for start in range(0, len(val), bs):
+    for start in range(0, len(order), bs):
         idx = order[start:start + bs]
         if len(idx) < 2:
             break
