@@ -104,7 +104,7 @@ def bench_family(family: str, steps: int, repeats: int, batch_size: int, horizon
         policy.predict_chunk(obs, generator=torch.Generator().manual_seed(i))
         pred.append(policy.last_predict_s)
     return {
-        "params": policy.param_count(), "vae_encoder_params": sum(p.numel() for p in vae.parameters()),
+        "params": policy.param_count(), "vae_params": sum(p.numel() for p in vae.parameters()),
         "parameterization": policy.parameterization, "num_inference_steps": policy.config.num_inference_steps,
         "action_dim": policy.config.action_dim, "horizon": horizon, "size": size,
         "step_ms": step_ms, "ratio": ratio, "best_variant": min(ratio, key=ratio.get),
@@ -156,8 +156,11 @@ def _report(res: dict, command: str) -> str:
                      f"({r['num_inference_steps']}) |")
     lines += ["", "Target: ATE/off ≤ 1.10. ATE adds two encoder passes (x_t with grad, a0 without) and one "
               "backward through the encoder w.r.t. x_t per step; its absolute cost is set by the VAE "
-              f"encoder ({next(iter(res['families'].values()))['vae_encoder_params']:,} params), so the ratio "
-              "shrinks as the policy grows. Inference is unchanged by construction (no VAE is loaded).", "",
+              f"({next(iter(res['families'].values()))['vae_params']:,} params with the decoder, which guidance "
+              "does not run), so the ratio shrinks as the policy grows. Inference is unchanged by construction "
+              "(no VAE is loaded).", "",
+              "Noise: a shared 2-core machine with other jobs running; arms are interleaved so they share the load, "
+              "but ratios still move by about ±10 % between runs (a ratio below 1 is noise).", "",
               "Added ms per step by the guidance (ATE − off): "
               + ", ".join(f"{f} {r['step_ms']['ate'] - r['step_ms']['off']:.0f}" for f, r in res["families"].items())
               + ". This is the encoder's two passes + one input-gradient backward and is roughly constant across "
