@@ -254,10 +254,14 @@ class StageCache:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.timings: dict[str, dict[str, Any]] = {}
+        # paths inside the run dir are stored as "{run}/...": a copied or moved run dir keeps its cache
+        self._root = f"{self.dir.parent}/"
 
-    @staticmethod
-    def _canon(params: dict) -> dict:
-        return json.loads(json.dumps(params, sort_keys=True, default=str))
+    def _canon(self, params) -> Any:
+        return json.loads(json.dumps(params, sort_keys=True, default=str).replace(self._root, "{run}/"))
+
+    def _expand(self, stored) -> Any:
+        return json.loads(json.dumps(stored).replace("{run}/", self._root))
 
     def run(self, name: str, params: dict, fn: Callable[[], Any], output: Path | None = None) -> Any:
         from ate.checkpoint import write_json_atomic
@@ -268,7 +272,7 @@ class StageCache:
             rec = json.loads(done.read_text())
             if rec.get("params") == params:
                 self.timings[name] = {"wall_s": rec["wall_s"], "cached": True}
-                return rec["result"]
+                return self._expand(rec["result"])
             logger.info("stage %s: parameters changed, re-running", name)
             done.unlink()
         if started.is_file() and json.loads(started.read_text()) != params and output is not None and output.exists():
@@ -278,7 +282,7 @@ class StageCache:
         t0 = time.perf_counter()
         result = fn()
         wall = round(time.perf_counter() - t0, 2)
-        write_json_atomic(done, {"params": params, "result": result, "wall_s": wall})
+        write_json_atomic(done, {"params": params, "result": self._canon(result), "wall_s": wall})
         self.timings[name] = {"wall_s": wall, "cached": False}
         return result
 
