@@ -21,9 +21,11 @@ def tiny_results():
            **core.vae_throughput_pair("small", 3, 4, 4, warmup=1, steps=2)}
     guid = core.bench_guidance_overhead(batch_size=4, horizon=8, action_dim=3, cond_dim=5,
                                         variants=["ate_sample", "ate_small_vae_1layer_bf16"], warmup=1, repeats=2)
+    sweep = core.bench_guidance_sweep(sizes=((8, 16), (16, 32)), batch_size=4, horizon=8, action_dim=3, cond_dim=5,
+                                      warmup=1, repeats=2)
     return {"command": "pytest", "threads": 1, "quick": True, "machine": core.machine_info(),
             "started": "now", "load_start": list(os.getloadavg()), "load_end": list(os.getloadavg()),
-            "wall_s": 1.0, "throughput": [thr], "guidance": guid}
+            "wall_s": 1.0, "throughput": [thr], "guidance": guid, "guidance_sweep": sweep}
 
 
 def test_vae_throughput_fp32_vs_bf16(tiny_results):
@@ -54,12 +56,48 @@ def test_guidance_overhead_interleaved(tiny_results):
         core.bench_guidance_overhead(variants=["nope"])
 
 
+def test_guidance_sweep_over_denoiser_sizes(tiny_results):
+    sw = tiny_results["guidance_sweep"]
+    pts = sw["points"]
+    assert [p["down_dims"] for p in pts] == [[8, 16], [16, 32]]
+    assert pts[0]["denoiser_params"] < pts[1]["denoiser_params"]  # wider UNet, more parameters
+    for p in pts:
+        assert p["ratio"] == pytest.approx(p["guided_step_s"] / p["plain_step_s"])
+        # interleaved: one plain step right before each guided step
+        assert len(p["plain_step_times"]) == len(p["guided_step_times"]) == 2
+        assert p["ratio_median_of_pairs"] > 0 and len(p["load_before"]) == 3 and p["vae_params"] > 0
+    assert sw["meets_target_params"] == [p["denoiser_params"] for p in pts
+                                         if max(p["ratio"], p["ratio_median_of_pairs"]) <= 1.10]
+    json.dumps(sw)
+
+
+def test_sweep_merges_into_existing_results(tmp_path, monkeypatch):
+    """`--parts guidance_sweep` keeps the parts already in results.json and records its own run."""
+    monkeypatch.setattr(core, "bench_guidance_sweep", lambda **kw: {"stub": kw["sizes"]})
+    monkeypatch.setattr(core, "write_figure", lambda res, path: None)
+    monkeypatch.setattr(core, "render_report", lambda res, png: "report")
+    old = {"command": "first", "threads": 1, "quick": True, "started": "t0", "wall_s": 5.0, "memory": {"x": 1}}
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    res = core.run_core_bench(tmp_path, parts=("guidance_sweep",), threads=1, quick=True, command="second",
+                              merge=True, sweep_sizes=((4, 8),))
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved == json.loads(json.dumps(res))
+    assert saved["memory"] == {"x": 1} and saved["command"] == "first" and saved["wall_s"] == 5.0
+    assert saved["guidance_sweep"] == {"stub": [[4, 8]]}
+    assert [r["command"] for r in saved["merged_runs"]] == ["second"] and saved["merged_runs"][0]["parts"] == ["guidance_sweep"]
+    with pytest.raises(ValueError, match="same settings"):
+        core.run_core_bench(tmp_path, parts=("guidance_sweep",), threads=2, quick=True, merge=True)
+    with pytest.raises(ValueError, match="unknown parts"):
+        core.run_core_bench(tmp_path, parts=("nope",), threads=1, quick=True)
+
+
 def test_report_and_figure(tiny_results, tmp_path):
     png = core.write_figure(tiny_results, tmp_path / "figures.png")
     assert png.is_file() and png.stat().st_size > 1000
     md = core.render_report(tiny_results, png.name)
     assert "Command: `pytest`" in md and "![figures](figures.png)" in md
     assert "| small |" in md and "| ate_sample |" in md and "Load" in md
+    assert "## 2b. Guidance overhead vs denoiser size" in md and "| (16, 32) |" in md
 
 
 def test_write_large_npy_is_readable(tmp_path):
@@ -80,6 +118,8 @@ def test_cli_registers_bench_core():
 
     args = build_parser().parse_args(["bench-core", "--quick", "--parts", "guidance", "--out", "x"])
     assert args.quick and args.parts == ["guidance"] and callable(args.func)
+    args = build_parser().parse_args(["bench-core", "--parts", "guidance_sweep", "--sweep-sizes", "48,96", "256,512,1024"])
+    assert args.parts == ["guidance_sweep"] and args.sweep_sizes == ["48,96", "256,512,1024"] and args.merge
 
 
 @pytest.mark.slow

@@ -280,6 +280,44 @@ def bench_guidance_overhead(batch_size: int = 256, horizon: int = 16, action_dim
             "load_before": load_before, "load_after": _load()}
 
 
+# Denoiser sizes of the sweep: ConditionalUnet1D down_dims -> ~params (action_dim 7, cond 20, kernel 5).
+GUIDANCE_SWEEP_SIZES: tuple[tuple[int, ...], ...] = (
+    (48, 96),          # ~0.64 M, the policies' default (section 2)
+    (128, 256),        # ~3.9 M
+    (256, 512),        # ~14.9 M
+    (256, 512, 1024),  # ~62 M, Diffusion Policy's default down_dims
+)
+
+
+def bench_guidance_sweep(sizes=GUIDANCE_SWEEP_SIZES, batch_size: int = 256, horizon: int = 16, action_dim: int = 7,
+                         cond_dim: int = 20, variant: str = "ate_sample", warmup: int = 2, repeats: int = 8,
+                         seed: int = 0) -> dict:
+    """Guidance overhead vs denoiser size: :func:`bench_guidance_overhead` with one variant per UNet size.
+
+    Default variant = the default method configuration (λ=2, κ=0.1, ``encoder_mode="sample"``, small-preset
+    adaptation VAE, fp32). Per size, plain and guided steps alternate (plain, guided, plain, guided, ...);
+    both the ratio of medians and the median of the per-pair ratios are kept, with the load average before
+    and after. Returns ``{"variant", "batch_size", ..., "points": [per-size dict], "meets_target": [...]}``.
+    """
+    points = []
+    for dd in sizes:
+        r = bench_guidance_overhead(batch_size, horizon, action_dim, cond_dim, tuple(dd), [variant], warmup, repeats,
+                                    seed)
+        v = r["variants"][variant]
+        points.append({"down_dims": list(dd), "denoiser_params": r["denoiser_params"],
+                       "plain_step_s": r["plain_step_s"], "guided_step_s": v["step_s"],
+                       "ratio": v["ratio"], "ratio_median_of_pairs": v["ratio_median_of_pairs"],
+                       "plain_step_times": r["plain_step_times"], "guided_step_times": v["step_times"],
+                       "vae_params": v["vae_params"], "load_before": r["load_before"], "load_after": r["load_after"]})
+    target = 1.10
+    ok = [p["denoiser_params"] for p in points if p["ratio"] <= target and p["ratio_median_of_pairs"] <= target]
+    return {"variant": variant, "guidance": "LatentGuidance.guided_loss, GuidanceConfig(scale=2.0, clamp=0.1), "
+                                            f"encoder_mode={'mean' if variant == 'ate_mean' else 'sample'}",
+            "vae": "small preset (ate.align.VAEConfig.preset('small'))", "batch_size": batch_size,
+            "horizon": horizon, "action_dim": action_dim, "cond_dim": cond_dim, "warmup": warmup, "repeats": repeats,
+            "target_ratio": target, "points": points, "meets_target_params": ok}
+
+
 # --------------------------------------------------------------------------------------------------
 # 3. stage-1 peak memory over a large dataset
 
@@ -434,30 +472,48 @@ def bench_stage1_memory(workdir: str | Path | None = None, episodes: int = 10_00
 # driver + report
 
 
+PARTS = ("throughput", "guidance", "guidance_sweep", "memory")
+
+
 def run_core_bench(out_dir: str | Path, parts: tuple[str, ...] = ("throughput", "guidance", "memory"),
                    threads: int = 2, quick: bool = False, command: str | None = None,
                    memory_episodes: int = 10_000, memory_length: int = 1000, memory_steps: int = 200,
                    memory_workdir: str | Path | None = None, throughput_steps: int | None = None,
-                   guidance_repeats: int | None = None, resume: bool = False) -> dict:
+                   guidance_repeats: int | None = None, resume: bool = False, merge: bool = False,
+                   sweep_sizes=None) -> dict:
     """Run the selected figures and write ``results.json``, ``report.md`` and ``figures.png`` to out_dir.
 
     quick: tiny sizes for smoke tests (seconds); the numbers are then not meaningful.
     resume: reuse the parts already measured in ``out_dir/results.partial.json`` (written after each part;
         same threads / quick required) and measure only the missing ones; the commands of both runs are kept.
+    merge: keep the parts of an existing ``out_dir/results.json`` that this run does not measure (same threads /
+        quick required); the header (command, start, wall time) stays the first run's and this run is appended
+        to ``res["merged_runs"]`` with its own command, start, wall time and load.
+    sweep_sizes: UNet ``down_dims`` of the ``guidance_sweep`` part (default :data:`GUIDANCE_SWEEP_SIZES`).
     """
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown parts {sorted(unknown)}; choose from {PARTS}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(threads)
     t_start = time.perf_counter()
     res: dict = {"command": command, "threads": threads, "quick": quick, "machine": machine_info(),
                  "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "load_start": _load()}
+    merged_from = None
+    if merge and (out_dir / "results.json").is_file():
+        merged_from = json.loads((out_dir / "results.json").read_text())
+        if (merged_from.get("threads"), merged_from.get("quick")) != (threads, quick):
+            raise ValueError(f"{out_dir / 'results.json'} was measured with threads={merged_from.get('threads')} "
+                             f"quick={merged_from.get('quick')}; merging needs the same settings (or --no-merge)")
+    run_meta = {"command": command, "parts": list(parts), "started": res["started"], "load_start": res["load_start"]}
     partial = out_dir / "results.partial.json"
     if resume and partial.is_file():
         old = json.loads(partial.read_text())
         if (old.get("threads"), old.get("quick")) != (threads, quick):
             raise ValueError(f"{partial} was measured with threads={old.get('threads')} quick={old.get('quick')}; "
                              "resume needs the same settings")
-        res.update({k: old[k] for k in ("throughput", "guidance", "memory", "started", "load_start") if k in old})
+        res.update({k: old[k] for k in (*PARTS, "started", "load_start") if k in old})
         res["command"] = f"{old.get('command')}  (interrupted during the next part), then: {command}"
         # runs from before partial_wall_s existed: started -> file time
         res["resumed_wall_s"] = old.get("partial_wall_s") or (partial.stat().st_mtime - time.mktime(
@@ -478,6 +534,13 @@ def run_core_bench(out_dir: str | Path, parts: tuple[str, ...] = ("throughput", 
             else dict(repeats=guidance_repeats or 8)
         res["guidance"] = bench_guidance_overhead(**kw)
     _save_partial(out_dir, res, t_start)
+    if "guidance_sweep" in parts:
+        kw = dict(sizes=sweep_sizes or ((8, 16), (16, 32)), batch_size=8, horizon=8, warmup=1,
+                  repeats=guidance_repeats or 2) if quick else dict(repeats=guidance_repeats or 8)
+        if sweep_sizes and not quick:
+            kw["sizes"] = sweep_sizes
+        res["guidance_sweep"] = bench_guidance_sweep(**kw)
+    _save_partial(out_dir, res, t_start)
     if "memory" in parts:
         if quick:
             res["memory"] = bench_stage1_memory(memory_workdir, episodes=20, length=200, steps=2, batch_size=8,
@@ -488,6 +551,12 @@ def run_core_bench(out_dir: str | Path, parts: tuple[str, ...] = ("throughput", 
     res["wall_s"] = time.perf_counter() - t_start
     res.pop("partial_wall_s", None)
     res["load_end"] = _load()
+    new_parts = {k: res[k] for k in PARTS if k in res}
+    if merged_from is not None and any(k in merged_from and k not in new_parts for k in PARTS):
+        # some old part survives: keep the old header, record this run separately
+        run_meta.update(wall_s=res["wall_s"], load_end=res["load_end"])
+        res = {**merged_from, **new_parts}
+        res["merged_runs"] = [*merged_from.get("merged_runs", []), run_meta]
     (out_dir / "results.json").write_text(json.dumps(res, indent=2))
     (out_dir / "results.partial.json").unlink(missing_ok=True)
     png = write_figure(res, out_dir / "figures.png")
@@ -503,7 +572,7 @@ def _save_partial(out_dir: Path, res: dict, t_start: float) -> None:
 
 def write_figure(res: dict, path: Path) -> Path | None:
     """Bar charts: VAE samples/s (fp32 vs bf16 per preset) and guidance ratios (with the 1.10 target)."""
-    panels = [k for k in ("throughput", "guidance") if k in res]
+    panels = [k for k in ("throughput", "guidance", "guidance_sweep") if k in res]
     if not panels:
         return None
     import matplotlib
@@ -525,7 +594,7 @@ def write_figure(res: dict, path: Path) -> Path | None:
             ax.set_ylabel("samples / s (log)")
             ax.set_title(f"Stage-1 VAE training throughput ({res['threads']} threads)")
             ax.legend()
-        else:
+        elif kind == "guidance":
             g = res["guidance"]
             names = list(g["variants"])
             vals = [g["variants"][n]["ratio"] for n in names]
@@ -538,6 +607,21 @@ def write_figure(res: dict, path: Path) -> Path | None:
             ax.set_ylabel("step time guided / plain")
             ax.set_title(f"Guidance overhead (DP UNet {g['denoiser_params'] / 1e6:.2f} M, B={g['batch_size']})")
             ax.legend()
+        elif kind == "guidance_sweep":
+            sw = res["guidance_sweep"]
+            n = [p["denoiser_params"] / 1e6 for p in sw["points"]]
+            ax.plot(n, [p["ratio"] for p in sw["points"]], "o-", label="median guided / median plain")
+            ax.plot(n, [p["ratio_median_of_pairs"] for p in sw["points"]], "s--", label="median of pair ratios")
+            for p, x in zip(sw["points"], n):
+                ax.annotate(f"{p['ratio']:.2f}", (x, p["ratio"]), textcoords="offset points", xytext=(0, 6),
+                            ha="center", fontsize=8)
+            ax.axhline(sw["target_ratio"], color="k", ls="--", lw=1, label=f"target {sw['target_ratio']:.2f}")
+            ax.axhline(1.0, color="gray", lw=0.8)
+            ax.set_xscale("log")
+            ax.set_xlabel("denoiser parameters (M, log)")
+            ax.set_ylabel("step time guided / plain")
+            ax.set_title(f"Guidance overhead vs DP UNet size (B={sw['batch_size']}, small VAE)")
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -554,6 +638,10 @@ def render_report(res: dict, png: str | None) -> str:
              f"**Load:** the machine was shared with other jobs while this ran (1/5/15-min load average at start "
              f"{res['load_start']}, at end {res['load_end']}, on {m['logical_cpus']} CPUs). Absolute times are "
              "therefore pessimistic and noisy; ratios were measured interleaved to be fair.", ""]
+    for run in res.get("merged_runs", []):
+        lines += [f"Merged later: parts {', '.join(run['parts'])} from `{run['command']}` (started {run['started']}, "
+                  f"wall time {run['wall_s']:.0f} s, load {run['load_start']} → {run['load_end']}); the other "
+                  "parts are from the run above.", ""]
     if res.get("quick"):
         lines += ["*Quick smoke run: sizes are tiny and the numbers are not meaningful.*", ""]
     if png:
@@ -598,9 +686,12 @@ def render_report(res: dict, png: str | None) -> str:
                   f"{g['denoiser_params'] / 1e6:.2f} M parameters next to a {min(v['vae_params'] for v in g['variants'].values()) / 1e3:.0f}–"
                   f"{max(v['vae_params'] for v in g['variants'].values()) / 1e3:.0f} k-parameter transformer encoder "
                   "(attention over H+2 tokens) the two costs are of the same order on a CPU; the ratio falls "
-                  "towards 1 as the denoiser grows (Diffusion Policy's default UNet has ~65 M parameters), which "
-                  "this run did not measure. bf16 autocast helps only where matrices are large enough to "
+                  "towards 1 as the denoiser grows (Diffusion Policy's default UNet has ~62 M parameters in this "
+                  "implementation)" + (", measured in section 2b" if "guidance_sweep" in res else
+                                       ", which this run did not measure") + ". bf16 autocast helps only where matrices are large enough to "
                   "amortise the casts.", ""]
+    if "guidance_sweep" in res:
+        lines += _render_sweep(res["guidance_sweep"])
     if "memory" in res:
         r = res["memory"]
         lines += ["## 3. Stage-1 peak memory over a large dataset", "",
@@ -627,3 +718,26 @@ def render_report(res: dict, png: str | None) -> str:
                   "kernel can drop; RssAnon is what would grow if the data were materialised.", "",
                   f"Load: {r['load_before']} → {r['load_after']}.", ""]
     return "\n".join(lines)
+
+
+def _render_sweep(sw: dict) -> list[str]:
+    """Section 2b of the report: guidance overhead ratio vs denoiser size."""
+    t = sw["target_ratio"]
+    lines = ["## 2b. Guidance overhead vs denoiser size", "",
+             f"Same step as section 2 with the default guidance ({sw['guidance']}; {sw['vae']}, fp32), batch "
+             f"{sw['batch_size']}, H={sw['horizon']}, D={sw['action_dim']}, cond {sw['cond_dim']}, for "
+             "`ConditionalUnet1D` (ate.policies.dp_unet) of growing `down_dims`. Per size: plain and guided steps "
+             f"alternate, {sw['repeats']} pairs after {sw['warmup']} warm-up steps each; both the ratio of the "
+             "medians and the median of the per-pair ratios are given.", "",
+             "| down_dims | denoiser params | plain step (ms) | guided step (ms) | added (ms) | ratio of medians | "
+             f"median of pair ratios | ≤ {t:.2f} (both) | load before → after |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for p in sw["points"]:
+        ok = p["ratio"] <= t and p["ratio_median_of_pairs"] <= t
+        lines.append(f"| {tuple(p['down_dims'])} | {p['denoiser_params'] / 1e6:.2f} M | {p['plain_step_s'] * 1e3:.0f} | "
+                     f"{p['guided_step_s'] * 1e3:.0f} | {(p['guided_step_s'] - p['plain_step_s']) * 1e3:.0f} | "
+                     f"{p['ratio']:.3f} | {p['ratio_median_of_pairs']:.3f} | {'yes' if ok else 'no'} | "
+                     f"{p['load_before'][0]} → {p['load_after'][0]} |")
+    ok = [f"{n / 1e6:.1f} M" for n in sw["meets_target_params"]]
+    lines += ["", f"Sizes meeting ≤ {t:.2f} on both ratios: {', '.join(ok) if ok else 'none'}.", ""]
+    return lines
