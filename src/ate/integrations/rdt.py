@@ -12,7 +12,10 @@ where ``self.ate_guidance = make_rdt_guidance(vae_dir, self.noise_scheduler, nam
   index list) and g is zero on every other slot (``action_mask`` of the batch, or the layout mask).
 - RDT feeds raw unified values; the adaptation VAE was trained on normalised chunks, so the encoder is wrapped
   in its own normaliser (:class:`NormalizedEncoder`), and g is taken through that affine map.
-- The loss keeps RDT's reduction (a plain mean over B × H × 128) with ``guided = pred + s·λ·g``.
+- The loss keeps RDT's reduction (a plain mean over B × H × 128) with ``guided = pred + s·λ·g``;
+  ``reduction="masked"`` instead averages over the valid slots (and unpadded steps) only, which is exactly the
+  built-in ATE loss of our RDT-style policy ``ate.policies.rdt_dit`` (``Policy.compute_loss(batch, guidance)``),
+  see ``tests/test_integrations_rdt_policy.py``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ate.errors import ShapeMismatchError
-from ate.steer import RDT_UNIFIED_128, GuidanceConfig, LatentGuidance, SlotLayout
+from ate.steer import RDT_UNIFIED_128, GuidanceConfig, LatentGuidance, SlotLayout, masked_mse
+
+_REDUCTIONS = ("rdt", "masked")
 
 
 class NormalizedEncoder(nn.Module):
@@ -73,8 +78,9 @@ def make_rdt_guidance(vae_dir, noise_scheduler, names: Sequence[str], config: Gu
 
 
 def rdt_guided_loss(guide: LatentGuidance, pred: torch.Tensor, target: torch.Tensor, noisy_action: torch.Tensor,
-                    action_gt: torch.Tensor, timesteps: torch.Tensor, action_mask: torch.Tensor | None = None
-                    ) -> tuple[torch.Tensor, dict]:
+                    action_gt: torch.Tensor, timesteps: torch.Tensor, action_mask: torch.Tensor | None = None,
+                    pad_mask: torch.Tensor | None = None, reduction: str = "rdt",
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
     """RDT's ``F.mse_loss(pred, target)`` with the ATE guidance added to ``pred``.
 
     Args:
@@ -82,10 +88,17 @@ def rdt_guided_loss(guide: LatentGuidance, pred: torch.Tensor, target: torch.Ten
         timesteps: (B,) integer DDPM timesteps.
         action_mask: (B, K, 128) or (B, 128) 0/1 float, valid slots (RDT's batch field; ``compute_loss``
             expands it to K = H + 1 rows, row 0 is used); None = the slots the guidance's ``action_index`` reads.
+        pad_mask: (B, H) bool, True on padded steps (g is zeroed there; excluded from a ``masked`` loss).
+        reduction: ``rdt`` (default): ``F.mse_loss``, a plain mean over B × H × D as upstream RDT, so invalid
+            slots and padded steps count (with g = 0 there). ``masked``: mean over valid elements only
+            (:func:`ate.steer.masked_mse`), identical to ``Policy.compute_loss`` of ``ate.policies`` policies.
+        generator: RNG of the shared ξ (``encoder_mode="sample"``); None draws from torch's global RNG.
 
     Returns:
         (scalar loss, diag with ``guidance_norm``, ``frac_clamped``, ``latent_dist``, ``coef_mean``, ``plain_loss``).
     """
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"rdt_guided_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     B, H, D = pred.shape
     enc_param = next(iter(guide.encoder.parameters()), None)
     if enc_param is not None and enc_param.device != pred.device:  # first call on this rank's device
@@ -102,9 +115,15 @@ def rdt_guided_loss(guide: LatentGuidance, pred: torch.Tensor, target: torch.Ten
             dim_mask = action_mask
         else:
             raise ShapeMismatchError(f"action_mask has shape {tuple(action_mask.shape)}; expected (B, K, {D}) or (B, {D})")
-    g, diag = guide.gradient(noisy_action, action_gt, timesteps, dim_mask=dim_mask)
+    g, diag = guide.gradient(noisy_action, action_gt, timesteps, dim_mask=dim_mask, pad_mask=pad_mask,
+                             generator=generator)
     sign = -1.0 if guide.config.sign == "flipped" else 1.0
-    loss = F.mse_loss(pred + sign * guide.config.scale * g.to(pred.dtype), target)
+    guided = pred + sign * guide.config.scale * g.to(pred.dtype)
+    if reduction == "masked":
+        loss = masked_mse(guided, target, dim_mask, pad_mask)
+    else:
+        loss = F.mse_loss(guided, target)
     with torch.no_grad():
-        diag["plain_loss"] = float(F.mse_loss(pred, target).item())
+        diag["plain_loss"] = float((masked_mse(pred, target, dim_mask, pad_mask) if reduction == "masked"
+                                    else F.mse_loss(pred, target)).item())
     return loss, diag
