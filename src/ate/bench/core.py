@@ -740,4 +740,6 @@ def _render_sweep(sw: dict) -> list[str]:
                      f"{p['load_before'][0]} → {p['load_after'][0]} |")
     ok = [f"{n / 1e6:.1f} M" for n in sw["meets_target_params"]]
     lines += ["", f"Sizes meeting ≤ {t:.2f} on both ratios: {', '.join(ok) if ok else 'none'}.", ""]
+    for note in sw.get("notes", []):  # hand-written context added to results.json after the run
+        lines += [note, ""]
     return lines
