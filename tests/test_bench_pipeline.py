@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -156,6 +157,15 @@ def test_smoke_pipeline_end_to_end_and_resume(tmp_path):
     again = run_bench(cfg)  # everything cached
     assert all(t["cached"] for t in again["stages"].values())
     assert again["headline"] == res["headline"]
+    # a sweep folder of finished runs collates into one table (ate.bench.sweep)
+    from ate.bench import sweep
+
+    shutil.copytree(run, tmp_path / "sweep" / "variant-a", symlinks=True)
+    assert sweep.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "table")]) == 0
+    rows = json.loads((tmp_path / "table" / "sweep.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["variant-a"]
+    assert rows[0]["diff"] == res["headline"]["ate_minus_sft"]["diff"] and rows[0]["guidance"]["scale"] == cfg.scale
+    assert rows[0]["guidance_norm"] > 0 and (tmp_path / "table" / "sweep.png").is_file()
 
 
 @pytest.mark.sim
