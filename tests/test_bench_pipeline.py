@@ -75,7 +75,7 @@ def test_presets_and_config_validation():
     q = BenchConfig.from_preset("robosuite", "quick")
     assert q.source_robots == ["Panda", "IIWA"] and q.target_robot == "UR5e" and q.arms == ["sft", "ate"]
     f = BenchConfig.from_preset("robosuite", "full")
-    assert "scratch" in f.arms and f.eval_episodes >= 50 and f.n_target_demos == [5, 10, 20] and f.eval_every > 0
+    assert "scratch" in f.arms and f.eval_episodes >= 50 and f.n_target_demos == [5, 10, 20] and len(f.seeds) >= 2
     mw = BenchConfig.from_preset("metaworld", "full")
     assert len(mw.source_tasks) == 10 and len(mw.target_tasks) == 5 and not set(mw.source_tasks) & set(mw.target_tasks)
     with pytest.raises(ValueError, match="arms"):
