@@ -18,16 +18,19 @@ common=(--suite "$suite" --preset quick --demo-dir runs/demos --eval-seed-start 
         --no-progress)
 mkdir -p "$out"
 # SFT once on the validation seeds; every variant copies it
-if [ ! -f "$out/_sft/results.json" ]; then
+if [ ! -f "$out/_sft.done" ]; then
   rm -rf "$out/_sft"; cp -a "$base" "$out/_sft"
   ate bench "${common[@]}" --out-dir "$out/_sft" --arms sft > "$out/_sft.log" 2>&1
+  touch "$out/_sft.done"
 fi
 run() {  # name, extra options
   local name=$1; shift
-  [ -f "$out/$name/results.json" ] && return 0
+  # a marker, not results.json: the copied base already holds the SFT-only results.json
+  [ -f "$out/$name.done" ] && return 0
   rm -rf "$out/$name"; cp -a "$out/_sft" "$out/$name"
   echo "[sweep $suite] $name: $*"
   ate bench "${common[@]}" --out-dir "$out/$name" --arms sft ate "$@" > "$out/$name.log" 2>&1
+  touch "$out/$name.done"
 }
 run published --reduction reference
 for sign in reference flipped; do

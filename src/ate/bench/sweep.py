@@ -92,7 +92,7 @@ def plot(rows: list[dict], path: Path, title: str) -> Path:
     ax.axvline(0, color="black", lw=0.8, ls="--")
     ax.set_yticks(y, [r["variant"] for r in rows])
     ax.set_xlabel("ATE − SFT success (points, paired 95 % CI)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
