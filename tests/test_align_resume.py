@@ -22,12 +22,7 @@ OPTS = dict(preset="small", latent_dim=16, horizon=8, batch_size=8, log_every=1,
             progress=False)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CLI subprocess runs with OMP_NUM_THREADS=1: same kernels, same sums
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,7 @@ BASE = dict(preset="small", latent_dim=16, horizon=8, batch_size=16, progress=Fa
             eval_every=1000, save_every=1000)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,7 @@ H = 8
 FAST = {"batch_size": 32, "lr": 3e-3, "warmup_steps": 5, "log_every": 10, "progress": False, "ema_decay": 0.95}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The CI box is shared: one intra-op thread avoids oversubscription stalls."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

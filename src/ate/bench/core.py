@@ -575,11 +575,9 @@ def write_figure(res: dict, path: Path) -> Path | None:
     panels = [k for k in ("throughput", "guidance", "guidance_sweep") if k in res]
     if not panels:
         return None
-    import matplotlib
+    from ate.bench.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
     for ax, kind in zip(axes[0], panels):
         if kind == "throughput":

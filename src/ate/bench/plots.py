@@ -8,7 +8,8 @@ from pathlib import Path
 ARM_COLORS = {"sft": "#4C72B0", "ate": "#DD8452", "scratch": "#8C8C8C"}
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (headless: CI, servers, the simulator workers)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,7 +24,7 @@ def _rows(results: dict, **match) -> list[dict]:
 
 def plot_success_by_arm(results: dict, path: Path) -> Path:
     """Grouped bars: tasks (+ mean) × arms at the final step and the first n_demos; dots = training seeds."""
-    plt = _plt()
+    plt = pyplot()
     cfg = results["config"]
     tasks = ["all", *cfg["target_tasks"]] if len(cfg["target_tasks"]) > 1 else ["all"]
     arms = cfg["arms"]
@@ -53,7 +54,7 @@ def plot_success_by_arm(results: dict, path: Path) -> Path:
 
 
 def _line_plot(results: dict, path: Path, xkey: str, fixed: dict, xlabel: str) -> Path:
-    plt = _plt()
+    plt = pyplot()
     cfg = results["config"]
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
     for arm in cfg["arms"]:

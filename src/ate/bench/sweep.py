@@ -78,9 +78,9 @@ def to_markdown(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path, title: str) -> Path:
-    from ate.bench.plots import _plt
+    from ate.bench.plots import pyplot
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(rows) + 1.4))
     y = np.arange(len(rows))[::-1]
     d = np.array([100 * r["diff"] for r in rows])
