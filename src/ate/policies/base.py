@@ -108,6 +108,11 @@ class PolicyConfig:
         return cls(**d)
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """bf16 autocast outputs go up to float32 for the loss; float64 (the exactness tests) stays float64."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 class Policy(nn.Module):
     """Base class. Subclasses set `config_class`, `parameterization` (the ate.steer name) and implement
     `denoise_view(batch, generator)` and `sample(cond, shape, action_mask, generator)`."""
@@ -248,12 +253,13 @@ class Policy(nn.Module):
         if noise is None:
             noise = self.draw_noise(batch["action"].shape[0], generator)
         view = self.training_view(batch, noise)
-        pred, target = view["pred"].float(), view["target"].float()
+        f32 = _at_least_float32
+        pred, target = f32(view["pred"]), f32(view["target"])
         if guidance is None:
             loss = masked_mse(pred, target, batch["action_mask"], batch["is_pad"])
             return loss, {"loss": float(loss.detach())}
         loss, diag = guidance.guided_loss(
-            pred, target, view["x_t"].float(), view["a0"].float(), view["t"],
+            pred, target, f32(view["x_t"]), f32(view["a0"]), view["t"],
             dim_mask=batch["action_mask"], pad_mask=batch["is_pad"], generator=guidance_generator,
         )
         diag = {k: float(v) for k, v in diag.items()}

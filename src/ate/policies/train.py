@@ -185,6 +185,10 @@ def _load_checkpoint(ck: Path, policy, ema: EMA, optimizer, scheduler, gens: dic
     return state
 
 
+def _to(x: torch.Tensor, device, dtype: torch.dtype) -> torch.Tensor:
+    return x.to(device, dtype) if x.is_floating_point() else x.to(device)
+
+
 def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=None, run_info: dict | None = None,
                resume: bool = False, cpu: bool = True):
     """Train `policy` on `dataset` (a PolicyDataset) and write the run directory. Returns the unwrapped policy
@@ -219,6 +223,7 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
         write_json_atomic(out / "train_config.json", {**(run_info or {}), "train": dataclasses.asdict(cfg),
                                                       "policy": policy.config.to_dict(), "world_size": world})
         (out / "metrics.jsonl").write_text("")
+    dtype = next(policy.parameters()).dtype  # data follow the weights (float64 in the exactness tests)
     model = acc.prepare(policy)
     ema_device_sync = acc.unwrap_model(model)
     autocast = torch.autocast(device_type=acc.device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
@@ -230,8 +235,8 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
     for step in bar:
         idx = torch.randint(len(dataset), (cfg.batch_size,), generator=gens["data"])
         noise = policy.draw_noise(cfg.batch_size, gens["noise"])
-        batch = {k: v.to(acc.device) for k, v in dataset.get_batch(idx[local]).items()}
-        noise = {k: v[local] for k, v in noise.items()}
+        batch = {k: _to(v, acc.device, dtype) for k, v in dataset.get_batch(idx[local]).items()}
+        noise = {k: _to(v[local], acc.device, dtype) for k, v in noise.items()}
         with autocast:
             loss, diag = model(batch, guidance, guidance_generator=gens["guidance"], noise=noise)
         if not math.isfinite(float(loss.detach())):
