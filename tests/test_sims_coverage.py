@@ -124,3 +124,14 @@ def test_coverage_cli_tiny_run_and_unknown_names(tmp_path):
         (line,) = _error_lines(r.stderr)
         assert line.startswith("ate sims: error: unknown metaworld task 'reach-v9'; did you mean 'reach-v3'?")
     assert not (tmp_path / "benchmarks").exists()  # refused before writing anything
+
+
+def test_bench_refuses_an_unsupported_target_robot_before_any_demo(tmp_path):
+    pytest.importorskip("robosuite")
+    from ate.bench.pipeline import BenchConfig, run_bench
+
+    cfg = BenchConfig.from_preset("robosuite", "smoke", target_robot="Sawyer", out_dir=str(tmp_path / "run"),
+                                  demo_dir=str(tmp_path / "demos"), progress=False)
+    with pytest.raises(SimError, match=r"^robosuite/Lift/Sawyer: the scripted expert does not work on Sawyer"):
+        run_bench(cfg)
+    assert not (tmp_path / "demos").exists()
