@@ -292,6 +292,8 @@ def plot_coverage(cov: dict, path: Path) -> Path:
         grid = np.array([[next(rate(c, "success_rate") for c in cells if (c["robot"], c["task"]) == (r, t))
                           for t in cols] for r in rows])
         size = (1.6 + 1.3 * len(cols), 0.9 + 0.42 * len(rows))
+        refused = {c["robot"] for c in cells if c["refused_by_bench"]}
+        rows = [f"{r} (refused)" if r in refused else r for r in rows]
     else:
         rows = [c["task"] for c in cells]
         cols = [f"limit {cells[0]['max_steps']}", f"budget {cells[0]['bench_budget']}"]

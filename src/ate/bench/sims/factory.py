@@ -43,4 +43,4 @@ def check_expert(suite: str, task: str, robot: str | None = None) -> None:
             from ate.errors import SimError
 
             raise SimError(f"robosuite/{task}/{robot}: the scripted expert does not work on {robot}: "
-                           f"{UNSUPPORTED[robot]}; pick another robot (see `ate sims coverage --suite robosuite`)")
+                           f"{UNSUPPORTED[robot]}; pick another robot (measured by: ate sims coverage --suite robosuite)")
