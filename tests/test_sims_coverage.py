@@ -135,3 +135,16 @@ def test_bench_refuses_an_unsupported_target_robot_before_any_demo(tmp_path):
     with pytest.raises(SimError, match=r"^robosuite/Lift/Sawyer: the scripted expert does not work on Sawyer"):
         run_bench(cfg)
     assert not (tmp_path / "demos").exists()
+
+
+@pytest.mark.skipif(not MW_TASKS, reason="metaworld not installed")
+def test_metaworld_coverage_reports_the_bench_budget(tmp_path):
+    from ate.bench.sims.coverage import run_coverage, write_coverage
+
+    cov = run_coverage("metaworld", tasks=["reach-v3"], seeds=2, workers=1, progress=False, command="test")
+    (cell,) = cov["cells"]
+    assert (cell["robot"], cell["max_steps"], cell["bench_budget"], cell["episodes"]) == ("Sawyer", 500, 200, 2)
+    assert cell["successes_within_budget"] <= cell["successes"] == 2 and cell["max_steps_success"] < 200
+    assert cov["recommended_budget"] % 50 == 0 and cov["recommended_budget"] >= cell["max_steps_success"]
+    md = write_coverage(cov, tmp_path)["md"].read_text()
+    assert "| reach-v3 | 100 % (2/2) | 100 % (2/2) |" in md and "within the bench budget of 200 steps" in md
