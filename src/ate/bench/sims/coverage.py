@@ -229,7 +229,7 @@ def coverage_markdown(cov: dict) -> str:
     if suite == "robosuite":
         tasks = list(dict.fromkeys(c["task"] for c in cells))
         robots = list(dict.fromkeys(c["robot"] for c in cells))
-        lines += ["| robot | " + " | ".join(f"{t}: success, mean steps of successes" for t in tasks) + " | `ate bench` |",
+        lines += ["| robot | " + " | ".join(f"{t}: success, mean / max steps of successes" for t in tasks) + " | `ate bench` |",
                   "|---|" + "---|" * len(tasks) + "---|"]
         for r in robots:
             row = [c for c in cells if c["robot"] == r]
@@ -238,7 +238,8 @@ def coverage_markdown(cov: dict) -> str:
                 if c["error"] and not c["episodes"]:
                     shown.append(f"error: {c['error']}")
                 else:
-                    steps = f", {c['mean_steps_success']:.0f} steps" if c["mean_steps_success"] else ""
+                    steps = (f", {c['mean_steps_success']:.0f} / {c['max_steps_success']} steps"
+                             if c["mean_steps_success"] else "")
                     shown.append(_pct(c["successes"], c["episodes"]) + steps)
             refused = next((c["refused_by_bench"] for c in row if c["refused_by_bench"]), None)
             lines.append(f"| {r} | " + " | ".join(shown) + f" | {'refused' if refused else 'ok'} |")
