@@ -15,3 +15,8 @@ class ShapeMismatchError(ATEError, ValueError):
 
 class CheckpointError(ATEError, ValueError):
     """A checkpoint is missing, incomplete or does not fit what it is loaded into."""
+
+
+class SimError(ATEError, RuntimeError):
+    """A simulator env or scripted expert cannot be built, is not supported for a robot / task, or fails
+    during an episode. The message names suite / task / robot (and the seed, for an episode)."""
