@@ -9,9 +9,14 @@ Both arms of a fine-tuning comparison are identical for a given seed except for 
 the batch indices come from one generator ("data"), the policy's noise and times from another ("noise"),
 and the guidance's ξ from a third ("guidance"), so switching ATE on changes no other random draw.
 
-Multi-process (accelerate / torchrun, gloo on CPU): `batch_size` is the *global* batch; every rank draws
-the same global indices and noise and takes its slice, so N processes follow the single-process run
-(up to float summation order) as long as every slice has the same number of valid loss elements.
+Devices: `device="auto"` trains on CUDA when present (else CPU); "cpu" / "cuda" force one. Data, noise and
+the guidance's ξ are drawn on the CPU from seeded generators and moved, so a run's random draws do not
+depend on the device.
+
+Multi-process (accelerate / torchrun; gloo on CPU, nccl on GPUs): `batch_size` is the *global* batch; every
+rank draws the same global indices, noise and guidance ξ and takes its slice; the guidance's batch mean and
+the loss's mean over valid elements are taken over the global batch. N processes therefore follow the
+single-process run up to float summation order, with or without guidance and padding.
 
 Run directory:
     train_config.json, metrics.jsonl (one line per log step, incl. guidance diagnostics),
@@ -45,7 +50,9 @@ class TrainConfig:
         steps: optimiser steps. batch_size: global batch (divided across processes).
         lr, weight_decay: AdamW. warmup_steps: linear warm-up, then cosine decay to 0 at `steps`.
         grad_clip: max global grad norm (0 disables). ema_decay: max EMA decay, warm-up (1+n)/(10+n).
-        mixed_precision: "no" or "bf16" (autocast; weights, optimiser and guidance stay float32).
+        mixed_precision: "no" or "bf16" (autocast on the active device; weights, optimiser and guidance stay
+            float32).
+        device: "auto" (CUDA when available), "cpu" or "cuda".
         seed: seeds the data / noise / guidance generators and the initial weights.
         pad: chunk padding at episode ends ("repeat" or "drop").
         save_every: checkpoint period in steps (0: only at the end). log_every: metrics period.
@@ -60,6 +67,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     mixed_precision: str = "no"
+    device: str = "auto"
     seed: int = 0
     pad: str = "repeat"
     save_every: int = 0
@@ -71,6 +79,10 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
         if self.mixed_precision not in ("no", "bf16"):
             raise ValueError(f"TrainConfig.mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"TrainConfig.device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("TrainConfig.device='cuda' but torch sees no CUDA device (use 'auto' or 'cpu')")
 
 
 class EMA:
@@ -189,21 +201,31 @@ def _to(x: torch.Tensor, device, dtype: torch.dtype) -> torch.Tensor:
     return x.to(device, dtype) if x.is_floating_point() else x.to(device)
 
 
+def _valid_elements(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Number of elements the masked loss averages over: valid action dims × unpadded steps."""
+    per_sample_dims = (batch["action_mask"] != 0).sum(-1)  # (B,)
+    return ((~batch["is_pad"]).sum(-1) * per_sample_dims).sum().to(torch.float64)
+
+
 def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=None, run_info: dict | None = None,
-               resume: bool = False, cpu: bool = True):
+               resume: bool = False):
     """Train `policy` on `dataset` (a PolicyDataset) and write the run directory. Returns the unwrapped policy
     holding the EMA weights (the ones saved in `out_dir/pretrained_model`)."""
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
     from ate.checkpoint import write_json_atomic
+    from ate.steer import BatchShard
 
     out = Path(out_dir)
-    acc = Accelerator(cpu=cpu)
+    acc = Accelerator(cpu=cfg.device == "cpu" or not torch.cuda.is_available())
     world, rank = acc.num_processes, acc.process_index
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {world} processes")
     local = slice(rank * cfg.batch_size // world, (rank + 1) * cfg.batch_size // world)
+    shard = BatchShard(cfg.batch_size, local.start)
+    if guidance is not None:
+        guidance.encoder.to(acc.device)
 
     gens = {name: torch.Generator().manual_seed(cfg.seed + i) for i, name in enumerate(("data", "noise", "guidance"))}
     decay, no_decay = [], []
@@ -238,9 +260,15 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
         batch = {k: _to(v, acc.device, dtype) for k, v in dataset.get_batch(idx[local]).items()}
         noise = {k: _to(v[local], acc.device, dtype) for k, v in noise.items()}
         with autocast:
-            loss, diag = model(batch, guidance, guidance_generator=gens["guidance"], noise=noise)
+            loss, diag = model(batch, guidance, guidance_generator=gens["guidance"], noise=noise, shard=shard)
         if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"non-finite loss at step {step}: {diag}")
+        if world > 1:
+            # each rank's loss is a mean over its own valid elements; weigh it by its share of the global count
+            # (times world, since DDP averages the gradients) so the update is that of the global mean
+            n_local = _valid_elements(batch)
+            n_global = acc.reduce(n_local.clone(), reduction="sum")
+            loss = loss * (n_local * world / n_global.clamp_min(1.0)).to(loss.dtype)
         acc.backward(loss)
         grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.tensor(0.0)
         optimizer.step()
