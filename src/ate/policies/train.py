@@ -79,10 +79,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
         if self.mixed_precision not in ("no", "bf16"):
             raise ValueError(f"TrainConfig.mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"TrainConfig.device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("TrainConfig.device='cuda' but torch sees no CUDA device (use 'auto' or 'cpu')")
+        from ate.training import resolve_device
+
+        resolve_device(self.device)  # validates the name and that a requested GPU exists
 
 
 class EMA:
@@ -216,9 +215,10 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
 
     from ate.checkpoint import write_json_atomic
     from ate.steer import BatchShard
+    from ate.training import resolve_device
 
     out = Path(out_dir)
-    acc = Accelerator(cpu=cfg.device == "cpu" or not torch.cuda.is_available())
+    acc = Accelerator(cpu=resolve_device(cfg.device).type == "cpu")
     world, rank = acc.num_processes, acc.process_index
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {world} processes")
