@@ -52,7 +52,9 @@ def test_stage2_lr_no_longer_collapses_on_a_few_demos(tmp_path):
             assert lrs[-1] == pytest.approx(1e-4 * 0.95 ** ((n - 1) // per_epoch))
             assert lrs[-1] < 0.2e-4
         else:
-            assert lrs[n // 2 - 1] == pytest.approx(0.5e-4, rel=0.02) and lrs[0] == pytest.approx(1e-4, rel=1e-3)
+            # row i logs the LR of step i: 0.01 + 0.99·½(1 + cos(π·i/n)) of the peak (floor min_lr / lr = 0.01)
+            assert lrs == pytest.approx([1e-4 * cosine_lr_factor(i, n, floor=0.01) for i in range(n)])
+            assert lrs[n // 2] == pytest.approx(0.505e-4)
 
 
 @cuda
