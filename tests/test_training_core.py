@@ -91,3 +91,14 @@ def test_align_stages_on_cuda(tmp_path):
     m1 = train_stage1(src, tmp_path / "s1", AlignConfig(steps=5, **common))
     m2 = train_stage2(tgt, tmp_path / "s2", m1, AlignConfig(steps=5, **common))
     assert load_aligned_vae(m2).prior is not None
+
+
+def test_gpu_check_smoke_on_cpu(tmp_path):
+    """The GPU check's code path at tiny sizes on the CPU (the real run is scripts/gpu_check.sh on a GPU)."""
+    from ate.bench import gpu_check
+
+    res = gpu_check.run(tmp_path / "gc.json", device="cpu", tiny=True, families=("pi0",))
+    assert json.loads((tmp_path / "gc.json").read_text())["schema"] == gpu_check.SCHEMA
+    assert res["vae"]["fp32"]["samples_per_s"] > 0 and res["vae"]["bf16_speedup"] > 0
+    assert res["policies"]["pi0"]["guidance_overhead"] > 0, res["policies"]
+    assert "pi0" in gpu_check.summary(res)
