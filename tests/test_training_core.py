@@ -102,3 +102,61 @@ def test_gpu_check_smoke_on_cpu(tmp_path):
     assert res["vae"]["fp32"]["samples_per_s"] > 0 and res["vae"]["bf16_speedup"] > 0
     assert res["policies"]["pi0"]["guidance_overhead"] > 0, res["policies"]
     assert "pi0" in gpu_check.summary(res)
+
+
+def test_budget_rule_scales_steps_with_data(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_policies_helpers import write_demos
+
+    from ate.policies.train import TrainConfig, pretrain
+
+    cfg = TrainConfig(epochs=2.0, batch_size=16, min_steps=3, max_steps=50)
+    assert cfg.resolve_steps(100).steps == 13 and cfg.resolve_steps(1).steps == 3 and cfg.resolve_steps(10**4).steps == 50
+    assert TrainConfig(steps=7).resolve_steps(10**6).steps == 7  # no epochs: steps as given
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
+    data = write_demos(tmp_path / "d", "panda", 3, 4, n_eps=2, T=12)  # 24 windows (pad repeat)
+    pretrain(data, tmp_path / "run", policy="pi0", policy_config={"horizon": 4, "state_dim": 4, "width": 16, "depth": 1,
+             "heads": 2, "cond_dim": 16}, epochs=2.0, batch_size=8, progress=False, warmup_steps=1)
+    rec = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert rec["num_windows"] == 24 and rec["resolved_steps"] == 6
+    assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 6
+
+
+@pytest.mark.parametrize("fam", ["dp", "pi0"])
+def test_lora_finetune_trains_low_rank_updates_and_saves_a_plain_policy(fam, tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_policies_helpers import write_demos
+
+    from ate.policies import load_policy
+    from ate.policies.lora import lora_targets
+    from ate.policies.train import finetune, pretrain
+
+    data = write_demos(tmp_path / "d", "panda", 3, 4, n_eps=2, T=12)
+    cfg = {"horizon": 4, "state_dim": 4}
+    kw = dict(batch_size=8, progress=False, warmup_steps=1, lr=1e-2, ema_decay=0.5)
+    pretrain(data, tmp_path / "pre", policy=fam, policy_config=cfg, steps=2, **kw)
+    tuned = finetune(data, tmp_path / "lora", init=tmp_path / "pre", adapter="lora", lora_rank=2, steps=5, **kw)
+    init, loaded = load_policy(tmp_path / "pre"), load_policy(tmp_path / "lora")
+    a, b = init.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys() == tuned.state_dict().keys()  # merged: no adapter left, loads as a plain policy
+    targets = lora_targets(init)
+    moved = 0
+    for name in targets:
+        w0, w1 = a[f"{name}.weight"], b[f"{name}.weight"]
+        delta = (w1 - w0).reshape(w0.shape[0], -1).double()
+        # B·A has rank <= r = 2 (the EMA averages A and B separately: still a product of rank-2 factors);
+        # singular values beyond the 2nd are float32 rounding of |w| ~ 1 (<= 1e-5), the adapted ones >> that
+        sv = torch.linalg.svdvals(delta)
+        assert (sv[2:] < 1e-5).all(), (name, sv[:4])
+        moved += int(sv[0] > 1e-4)
+        if f"{name}.bias" in a:
+            assert torch.equal(a[f"{name}.bias"], b[f"{name}.bias"])  # bias="none": base biases stay frozen
+    assert moved > len(targets) // 2
+    assert json.loads((tmp_path / "lora" / "train_config.json").read_text())["lora"]["rank"] == 2

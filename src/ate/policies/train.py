@@ -48,6 +48,10 @@ logger = logging.getLogger(__name__)
 class TrainConfig:
     """Args:
         steps: optimiser steps. batch_size: global batch (divided across processes).
+        epochs: when set, the budget rule replaces `steps`: ceil(epochs · windows / batch_size) optimiser
+            steps, clamped to [min_steps, max_steps], so more data gets proportionally more updates and every
+            arm of a comparison follows the same rule. The resolved count is logged and written to
+            train_config.json (`resolved_steps`).
         lr, weight_decay: AdamW. warmup_steps: linear warm-up, then cosine decay to 0 at `steps`.
         grad_clip: max global grad norm (0 disables). ema_decay: max EMA decay, warm-up (1+n)/(10+n).
         mixed_precision: "no" or "bf16" (autocast on the active device; weights, optimiser and guidance stay
@@ -60,6 +64,9 @@ class TrainConfig:
     """
 
     steps: int = 2000
+    epochs: float | None = None
+    min_steps: int = 1
+    max_steps: int | None = None
     batch_size: int = 64
     lr: float = 1e-4
     weight_decay: float = 1e-6
@@ -77,6 +84,19 @@ class TrainConfig:
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"TrainConfig.steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise ValueError(f"TrainConfig.epochs must be > 0 (or None to use steps), got {self.epochs}")
+        if self.min_steps < 1 or (self.max_steps is not None and self.max_steps < self.min_steps):
+            raise ValueError(f"TrainConfig needs 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
+
+    def resolve_steps(self, num_windows: int) -> "TrainConfig":
+        """This config with `steps` set by the budget rule for a dataset of `num_windows` windows (a no-op
+        without `epochs`)."""
+        if self.epochs is None:
+            return self
+        n = math.ceil(self.epochs * num_windows / self.batch_size)
+        n = max(self.min_steps, n if self.max_steps is None else min(n, self.max_steps))
+        return dataclasses.replace(self, steps=n)
         if self.mixed_precision not in ("no", "bf16"):
             raise ValueError(f"TrainConfig.mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
         from ate.training import resolve_device
@@ -163,6 +183,13 @@ def _lr_scheduler(optimizer, cfg: TrainConfig):
     return get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
 
 
+def _export(policy):
+    """The policy as it is saved for use: LoRA adapters (if any) merged into plain layers."""
+    from ate.policies.lora import merge_lora
+
+    return merge_lora(policy) if any("lora_" in n for n, _ in policy.named_parameters()) else copy.deepcopy(policy)
+
+
 def _save_checkpoint(out: Path, step: int, policy, ema: EMA, optimizer, scheduler, gens: dict, extra: dict) -> None:
     from ate.checkpoint import atomic_directory, save_tensors, save_training_state
 
@@ -171,7 +198,7 @@ def _save_checkpoint(out: Path, step: int, policy, ema: EMA, optimizer, schedule
     with atomic_directory(ckpts / name) as tmp:
         ema_policy = copy.deepcopy(policy)
         ema.copy_to(ema_policy)
-        ema_policy.save_pretrained(tmp / "pretrained_model")
+        _export(ema_policy).save_pretrained(tmp / "pretrained_model")
         state = {"step": step, "lr_scheduler": scheduler.state_dict(), **extra}
         save_training_state(tmp / "training_state", optimizer, gens, state)
         save_tensors(tmp / "training_state" / "model.safetensors", policy.state_dict())
@@ -217,6 +244,10 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
     from ate.steer import BatchShard
     from ate.training import resolve_device
 
+    if cfg.epochs is not None:
+        cfg = cfg.resolve_steps(len(dataset))
+        logger.info("budget rule: %g epochs of %d windows at batch %d -> %d steps (clamped to [%d, %s])", cfg.epochs,
+                    len(dataset), cfg.batch_size, cfg.steps, cfg.min_steps, cfg.max_steps)
     out = Path(out_dir)
     acc = Accelerator(cpu=resolve_device(cfg.device).type == "cpu")
     world, rank = acc.num_processes, acc.process_index
@@ -230,7 +261,8 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
     gens = {name: torch.Generator().manual_seed(cfg.seed + i) for i, name in enumerate(("data", "noise", "guidance"))}
     decay, no_decay = [], []
     for n, p in policy.named_parameters():
-        (no_decay if p.ndim < 2 or "embedding" in n or n.endswith(".pos") else decay).append(p)
+        if p.requires_grad:  # LoRA fine-tuning trains the adapters (and embedding tables) only
+            (no_decay if p.ndim < 2 or "embedding" in n or n.endswith(".pos") else decay).append(p)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.95, 0.999))
     scheduler = _lr_scheduler(optimizer, cfg)
@@ -243,6 +275,7 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
     elif acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "train_config.json", {**(run_info or {}), "train": dataclasses.asdict(cfg),
+                                                      "resolved_steps": cfg.steps, "num_windows": len(dataset),
                                                       "policy": policy.config.to_dict(), "world_size": world})
         (out / "metrics.jsonl").write_text("")
     dtype = next(policy.parameters()).dtype  # data follow the weights (float64 in the exactness tests)
@@ -293,6 +326,7 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
     acc.wait_for_everyone()
     final = copy.deepcopy(ema_device_sync)
     ema.copy_to(final)
+    final = _export(final)
     if acc.is_main_process:
         final.save_pretrained(out / "pretrained_model")
     return final
@@ -343,6 +377,7 @@ def pretrain(data, out_dir: str | Path, policy: str = "dp", policy_config: dict[
 def finetune(data, out_dir: str | Path, init: str | Path, guidance: str = "off", vae: str | Path | Any = None,
              scale: float = 2.0, clamp: float | None = 0.1, sign: str = "reference", encoder_mode: str = "sample",
              reduction: str = "reference", t_cap: float | None = None, normalizer: str | Path | None = None,
+             adapter: str = "full", lora_rank: int = 8, lora_alpha: float | None = None,
              resume: bool = False, state_key: str = "observations/state", action_key: str = "action", **train_kw):
     """Fine-tune a pretrained policy on target data, plain (`guidance="off"`) or with ATE (`"ate"`).
 
@@ -356,16 +391,21 @@ def finetune(data, out_dir: str | Path, init: str | Path, guidance: str = "off",
         normalizer: where the target robot's action stats come from (a VAE dir, policy dir or Normalizer
             JSON). Default: the pretrained stats for a known robot, else fitted on `data`. Pass the same
             value to both arms so they train in the same action space.
+        adapter: "full" (every weight trains) or "lora" (peft LoRA adapters of rank `lora_rank`, scale
+            `lora_alpha` / rank, default alpha 2·rank, on every Linear / Conv1d; merged into the saved model).
+            Combines with either guidance.
         resume: continue from `out_dir/checkpoints/last`.
         **train_kw: TrainConfig fields.
     Returns:
-        the fine-tuned policy (EMA weights). Inference never needs the VAE.
+        the fine-tuned policy (EMA weights). Inference never needs the VAE (nor peft).
     """
     from ate.policies import load_policy
     from ate.policies.data import PolicyDataset, load_sources, prepare_policy
 
     if guidance not in ("off", "ate"):
         raise ValueError(f"guidance must be 'off' or 'ate', got {guidance!r}")
+    if adapter not in ("full", "lora"):
+        raise ValueError(f"adapter must be 'full' or 'lora', got {adapter!r}")
     cfg = _train_config(**train_kw)
     torch.manual_seed(cfg.seed)
     sources = load_sources(data, action_key=action_key, state_key=state_key)
@@ -393,7 +433,15 @@ def finetune(data, out_dir: str | Path, init: str | Path, guidance: str = "off",
         gcfg = GuidanceConfig(scale=scale, clamp=clamp, sign=sign, encoder_mode=encoder_mode, reduction=reduction, t_cap=t_cap)
         guide = model.make_guidance(bundle.vae, gcfg, robots[0])
     ds = PolicyDataset(model, sources, pad=cfg.pad)
-    info = {"mode": "finetune", "init": str(init), "guidance": guidance, "vae": str(vae) if vae is not None else None,
+    lora = None
+    if adapter == "lora":
+        from ate.policies.lora import add_lora
+
+        lora = add_lora(model, lora_rank, lora_alpha)
+        logger.info("LoRA: rank %d, alpha %g on %d layers: %d of %d parameters train", lora["rank"], lora["alpha"],
+                    lora["layers"], lora["trainable_params"], lora["total_params"])
+    info = {"mode": "finetune", "init": str(init), "guidance": guidance, "adapter": adapter, "lora": lora,
+            "vae": str(vae) if vae is not None else None,
             "guidance_config": gcfg.to_dict() if gcfg else None, "normalizer": str(normalizer) if normalizer else None,
             "data": [str(d) for d in ([data] if isinstance(data, (str, Path)) else data)]}
     return train_loop(model, ds, out_dir, cfg, guidance=guide, run_info=info, resume=resume)
