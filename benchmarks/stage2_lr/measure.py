@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path("runs/stage2_lr")  # git-ignored scratch: data, stage-1 and stage-2 runs
+    shutil.rmtree(work, ignore_errors=True)  # never resume an older run: its LR horizon would differ
     src = write_toy_npz(work / "src.npz", 200, 200, 7, seed=0)
     tgt = write_toy_npz(work / "tgt5.npz", 5, 150, 7, seed=1, domain="target")
     held = write_toy_npz(work / "held.npz", 50, 150, 7, seed=2, domain="target")
