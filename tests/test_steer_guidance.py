@@ -8,7 +8,7 @@ from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
 from torch import nn
 
 from ate.errors import ShapeMismatchError
-from ate.steer import GuidanceConfig, LatentGuidance, guidance_coefficient, masked_mse
+from ate.steer import BatchShard, GuidanceConfig, LatentGuidance, guidance_coefficient, masked_mse
 
 B, H, D, Z = 4, 6, 3, 5
 
@@ -370,3 +370,30 @@ def test_config_validation():
         LatentGuidance(MLPEncoder(), "epsilon")
     with pytest.raises(TypeError, match="encode"):
         LatentGuidance(nn.Linear(2, 2), "flow_openpi")
+
+
+@pytest.mark.parametrize("reduction", ["reference", "per_sample"])
+def test_shards_of_a_global_batch_reassemble_its_gradient(reduction):
+    """Two processes holding rows [0, 2) and [2, 4) compute exactly the rows of one process's g: ξ is drawn
+    for the global batch and sliced, and the reference mean divides by the global B."""
+    enc = MLPEncoder().double()
+    x_t, a0 = _batch(dtype=torch.float64)
+    guide = _flow_guide(enc, encoder_mode="sample", reduction=reduction, clamp=None)
+    t = torch.full((B,), 0.5, dtype=torch.float64)
+    full, _ = guide.gradient(x_t, a0, t, generator=torch.Generator().manual_seed(4))
+    parts = [guide.gradient(x_t[i:i + 2], a0[i:i + 2], t[i:i + 2], generator=torch.Generator().manual_seed(4),
+                            shard=BatchShard(B, i))[0] for i in (0, 2)]
+    # per row the same float64 operations on the same inputs: equal to the last bits (MLP rows are independent;
+    # the only reassociation is Σ_b d_b / B vs mean, ≤ 1 ulp); 1e-12 leaves room for that rounding alone
+    torch.testing.assert_close(torch.cat(parts), full, rtol=1e-12, atol=1e-15)
+    alone, _ = guide.gradient(x_t[2:], a0[2:], t[2:], generator=torch.Generator().manual_seed(4))
+    assert not torch.allclose(alone, full[2:])  # without the shard: other ξ and (reference) a 2x larger mean
+    with pytest.raises(ShapeMismatchError):
+        guide.gradient(x_t, a0, t, shard=BatchShard(B, 2))
+
+
+def test_steer_is_the_guided_prediction():
+    guide = _flow_guide(MLPEncoder(), scale=3.0, sign="flipped")
+    pred, g = torch.ones(2, H, D, dtype=torch.float64), torch.full((2, H, D), 0.5)
+    out = guide.steer(pred, g)
+    assert out.dtype == torch.float64 and torch.equal(out, torch.full_like(pred, 1.0 - 1.5))

@@ -46,6 +46,11 @@ def register(sub) -> None:
     f.add_argument("--encoder-mode", choices=["sample", "mean"], default="sample")
     f.add_argument("--reduction", choices=["reference", "per_sample"], default="reference")
     f.add_argument("--t-cap", type=float, default=None, help="cap on the time at which c(t) is evaluated")
+    f.add_argument("--adapter", choices=["full", "lora"], default="full",
+                   help="full: every weight trains; lora: peft LoRA adapters on every Linear / Conv1d (merged into the "
+                        "saved model), the parameter-efficient baseline")
+    f.add_argument("--lora-rank", type=int, default=8, help="LoRA rank r (default 8)")
+    f.add_argument("--lora-alpha", type=float, default=None, help="LoRA scale numerator (scale alpha / r; default 2r)")
     f.add_argument("--normalizer", default=None,
                    help="target action stats from a VAE dir / policy dir / Normalizer JSON (give both arms the same)")
     _data_opts(f)
@@ -112,7 +117,8 @@ def _finetune(args) -> int:
 
     finetune(args.data, args.out, init=args.init, guidance=args.guidance, vae=args.vae, scale=args.scale,
              clamp=args.clamp, sign=args.sign, encoder_mode=args.encoder_mode, reduction=args.reduction,
-             t_cap=args.t_cap, normalizer=args.normalizer, resume=args.resume, state_key=args.state_key,
+             t_cap=args.t_cap, normalizer=args.normalizer, adapter=args.adapter, lora_rank=args.lora_rank,
+             lora_alpha=args.lora_alpha, resume=args.resume, state_key=args.state_key,
              action_key=args.action_key, **_train_kw(args))
     print(f"policy written to {args.out}/pretrained_model")
     return 0

@@ -235,18 +235,20 @@ class Policy(nn.Module):
         noise["noise"] = noise["noise"] * batch["action_mask"][:, None, :].to(noise["noise"].dtype)
         return self.denoise_view(batch, noise)
 
-    def forward(self, batch, guidance=None, generator=None, guidance_generator=None, noise=None):
+    def forward(self, batch, guidance=None, generator=None, guidance_generator=None, noise=None, shard=None):
         """= compute_loss; going through forward lets DistributedDataParallel synchronise gradients."""
-        return self.compute_loss(batch, guidance, generator, guidance_generator, noise)
+        return self.compute_loss(batch, guidance, generator, guidance_generator, noise, shard)
 
     def compute_loss(self, batch: dict[str, torch.Tensor], guidance=None, generator: torch.Generator | None = None,
-                     guidance_generator: torch.Generator | None = None, noise: dict[str, torch.Tensor] | None = None):
+                     guidance_generator: torch.Generator | None = None, noise: dict[str, torch.Tensor] | None = None,
+                     shard=None):
         """Training loss on one batch (see module docstring for keys). Returns (loss, diag).
 
         guidance: None for plain training, or an `ate.steer.LatentGuidance` built by `make_guidance`;
         its guided loss then replaces the plain MSE (SPEC "Steer"). Noise and times come from
         `generator` (or are given as `noise`, see `draw_noise`), so the same seed draws the same noise with
         or without guidance; the guidance's ξ comes from `guidance_generator` (an independent stream).
+        shard: an `ate.steer.BatchShard` when this batch is one process's slice of a global batch.
         """
         from ate.steer import masked_mse
 
@@ -260,7 +262,7 @@ class Policy(nn.Module):
             return loss, {"loss": float(loss.detach())}
         loss, diag = guidance.guided_loss(
             pred, target, f32(view["x_t"]), f32(view["a0"]), view["t"],
-            dim_mask=batch["action_mask"], pad_mask=batch["is_pad"], generator=guidance_generator,
+            dim_mask=batch["action_mask"], pad_mask=batch["is_pad"], generator=guidance_generator, shard=shard,
         )
         diag = {k: float(v) for k, v in diag.items()}
         diag["loss"] = float(loss.detach())
