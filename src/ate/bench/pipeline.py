@@ -79,7 +79,8 @@ class BenchConfig:
             on 2 cores at load average 9 (OpenMP threads spin-waiting on each other).
     Align (`ate.align.AlignConfig`): vae_preset, latent_dim, stage1_steps, stage2_steps, vae_batch_size,
         vae_lr, w_kl, w_mmd, mmd_distance, kl_direction, mmd_target, prior_mode.
-    Steer (`ate.steer.GuidanceConfig`): scale (λ), clamp (κ), sign, encoder_mode, reduction, t_cap.
+    Steer (`ate.steer.GuidanceConfig`): scale (λ), clamp (κ), sign, encoder_mode, reduction, t_cap, noise_min,
+        noise_max, strength, latent_target.
     """
 
     suite: str = "robosuite"
@@ -134,6 +135,10 @@ class BenchConfig:
     encoder_mode: str = "sample"
     reduction: str = "reference"
     t_cap: float | None = None
+    noise_min: float = 0.0
+    noise_max: float = 1.0
+    strength: str = "absolute"
+    latent_target: str = "clean"
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -199,7 +204,8 @@ class BenchConfig:
 
     def guidance_kwargs(self) -> dict[str, Any]:
         return dict(scale=self.scale, clamp=self.clamp, sign=self.sign, encoder_mode=self.encoder_mode,
-                    reduction=self.reduction, t_cap=self.t_cap)
+                    reduction=self.reduction, t_cap=self.t_cap, noise_min=self.noise_min, noise_max=self.noise_max,
+                    strength=self.strength, latent_target=self.latent_target)
 
 
 _ROBOSUITE_BASE = dict(source_robots=["Panda", "IIWA"], source_tasks=["Lift"], target_robot="UR5e",
