@@ -7,7 +7,8 @@ but some gradients are analytically zero (e.g. attention key biases; softmax ign
 ±1e-9 summation noise whose sign depends on the reduction order; Adam's first steps turn any sign into a
 ±lr update, and the differences then grow chaotically (measured: after 10 steps ~40 % of weights differ by
 > 1e-5 with correct gradients). So the exact-equivalence test swaps AdamW for plain SGD (weights are then
-a smooth function of the gradients) and runs the real CLI under torchrun; a second test runs the
+a smooth function of the gradients) and runs the real CLI under torchrun, for stage 1 and for stage 2 (KL
+and MMD to the stage-1 prior); a second test runs the
 unmodified `torchrun -m ate align stage1` and checks what is exact there (the global MMD at step 1,
 rank-0-only outputs) plus Adam's per-step bound."""
 
@@ -55,10 +56,22 @@ def src(tmp_path_factory):
     return write_toy_npz(tmp_path_factory.mktemp("dist") / "src.npz", 20, 40, 4, seed=0)
 
 
-def test_two_ranks_match_one_process_sgd(src, tmp_path):
+@pytest.fixture(scope="module")
+def stage1_model(src, tmp_path_factory):
+    out = tmp_path_factory.mktemp("s1") / "s1"
+    return train_stage1(src, out, AlignConfig(steps=4, preset="small", latent_dim=16, horizon=8, batch_size=8,
+                                              progress=False))
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_two_ranks_match_one_process_sgd(src, stage1_model, tmp_path, stage):
     script = tmp_path / "sgd_main.py"
     script.write_text(SGD_MAIN)
-    common = ["align", "stage1", "--data", src, "--steps", 10, "--lr", "0.05", *ARGS]
+    if stage == 1:
+        common = ["align", "stage1", "--data", src, "--steps", 10, "--lr", "0.05", *ARGS]
+    else:  # stage 2: KL + MMD to the stage-1 prior on target data of another dimension
+        tgt = write_toy_npz(tmp_path / "tgt.npz", 10, 40, 3, seed=1, domain="target")
+        common = ["align", "stage2", "--data", tgt, "--source", stage1_model, "--steps", 10, "--lr", "0.05", *ARGS]
     _run([sys.executable, script, *map(str, common), "--out", tmp_path / "one"])
     _run(_torchrun(script, *common, "--out", tmp_path / "two"))
     a, b = load_tensors(tmp_path / "one" / "last" / "model.safetensors"), load_tensors(tmp_path / "two" / "last" / "model.safetensors")
@@ -75,7 +88,7 @@ def test_two_ranks_match_one_process_sgd(src, tmp_path):
     torch.manual_seed(0)
     from ate.align.vae import ActionVAE, VAEConfig
 
-    init = ActionVAE(VAEConfig.preset("small", action_dim=4, horizon=8, latent_dim=16)).state_dict()
+    init = ActionVAE(VAEConfig.preset("small", action_dim=4 if stage == 1 else 3, horizon=8, latent_dim=16)).state_dict()
     assert max((moved[k] - init[k]).abs().max().item() for k in init) > 1e-2
 
 

@@ -184,3 +184,33 @@ def test_smoke_robosuite_cross_embodiment(tmp_path):
     steps = sorted({e["step"] for e in res["evaluations"]})
     assert steps == [cfg.eval_every, cfg.finetune_steps] and (run / "success_vs_steps.png").is_file()
     assert {e["robot"] for e in res["evaluations"]} == {"UR5e"}
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_smoke_every_arm_with_the_budget_rule(tmp_path):
+    """All six arms on tiny budgets under the epochs budget rule: the same resolved step count for every arm,
+    the paper's guidance for ate_paper, a target-only VAE for ate_unaligned, LoRA for lora, and each arm
+    compared with SFT in the report."""
+    from ate.bench.pipeline import ARMS, PAPER_GUIDANCE, run_bench
+
+    cfg = BenchConfig.from_preset("metaworld", "smoke", out_dir=str(tmp_path / "run"), workers=1, progress=False,
+                                  eval_every=0, eval_episodes=1, arms=list(ARMS), finetune_epochs=0.5,
+                                  finetune_min_steps=2, finetune_max_steps=40, lora_rank=2, scale=0.2,
+                                  strength="relative", sign="flipped", reduction="per_sample")
+    res = run_bench(cfg)
+    run = tmp_path / "run"
+    tc = {a: json.loads((run / "train" / f"{a}-n2-seed0" / "train_config.json").read_text()) for a in ARMS}
+    steps = {a: c["resolved_steps"] for a, c in tc.items()}
+    assert len(set(steps.values())) == 1 and 2 <= steps["sft"] <= 40, steps
+    assert {(e["arm"], e["trained_steps"]) for e in res["evaluations"]} == {(a, steps["sft"]) for a in ARMS}
+    assert tc["ate_paper"]["guidance_config"] == PAPER_GUIDANCE
+    assert tc["ate"]["guidance_config"]["strength"] == "relative" == tc["ate_unaligned"]["guidance_config"]["strength"]
+    assert tc["lora"]["adapter"] == "lora" and tc["lora"]["guidance"] == "off" and tc["lora"]["lora"]["rank"] == 2
+    unaligned = json.loads((run / "vae" / "stage2u-n2-seed0" / "model" / "config.json").read_text())
+    assert unaligned["align_config"]["w_kl"] == 0 and unaligned["align_config"]["w_mmd"] == 0
+    assert tc["ate_unaligned"]["vae"].endswith("stage2u-n2-seed0/model")
+    pairs = {(c["a"], c["b"]) for c in res["comparisons"]}
+    assert {(a, "sft") for a in ARMS if a != "sft"} <= pairs
+    report = (run / "report.md").read_text()
+    assert "LORA − SFT" in report and "ATE_PAPER − SFT" in report and "Fine-tuning budget" in report

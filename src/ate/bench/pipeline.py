@@ -17,9 +17,14 @@ parameters changed, and resumes an interrupted training stage from its last chec
 5. `stage2-*`     adaptation VAE on the target chunks (per number of target demos and training seed),
                   aligned to the stage-1 prior, in the action space the fine-tuned policy will use for
                   the target robot (its normaliser is passed to both fine-tuning arms).
-6. `train-*`      the arms, all from the same pretrained checkpoint with the same data / steps / seed:
-                  `sft` (guidance off), `ate` (latent guidance), and `scratch` (no pretraining: a fresh
-                  policy trained on the target demos only, same steps).
+6. `train-*`      the arms, all from the same pretrained checkpoint with the same data / budget / seed:
+                  `sft` (guidance off), `ate` (latent guidance as configured: the variant under test),
+                  `ate_paper` (the paper's published guidance exactly: λ 2, κ 0.1, reference sign and
+                  reduction, sampled encoder), `ate_unaligned` (the configured guidance with a target-only
+                  VAE: stage 2 without KL / MMD, so the arm isolates the alignment; with strength="relative"
+                  its guidance strength matches the aligned arm's by construction), `lora` (peft LoRA
+                  fine-tuning, guidance off: the parameter-efficient peer), and `scratch` (no pretraining: a
+                  fresh policy trained on the target demos only, same budget).
 7. `eval-*`       closed-loop success on fixed evaluation seeds (`eval_seed_start`...), parallel over
                   `workers` processes; intermediate checkpoints too when `eval_every` > 0.
 8. results.json + report.md + PNG plots (`ate.bench.report`, `ate.bench.plots`), always rebuilt.
@@ -45,7 +50,11 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-ARMS = ("sft", "ate", "scratch")
+ARMS = ("sft", "ate", "ate_paper", "ate_unaligned", "lora", "scratch")
+GUIDED_ARMS = ("ate", "ate_paper", "ate_unaligned")
+# the guidance exactly as published (SPEC "Steer"; the defaults of ate.steer.GuidanceConfig)
+PAPER_GUIDANCE = dict(scale=2.0, clamp=0.1, sign="reference", encoder_mode="sample", reduction="reference", t_cap=None,
+                      noise_min=0.0, noise_max=1.0, strength="absolute", latent_target="clean")
 ML10_TRAIN = ["reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-close-v3", "button-press-topdown-v3",
               "peg-insert-side-v3", "window-open-v3", "sweep-v3", "basketball-v3"]
 ML10_TEST = ["drawer-open-v3", "door-close-v3", "shelf-place-v3", "sweep-into-v3", "lever-pull-v3"]
@@ -65,6 +74,11 @@ class BenchConfig:
     Policy (`ate.policies`):
         policy: family "dp" | "rdt" | "pi0"; policy_config: its config overrides (horizon, widths...).
         pretrain_steps, finetune_steps, batch_size, pretrain_lr, finetune_lr: training budgets.
+        finetune_epochs, finetune_min_steps, finetune_max_steps: the budget rule (`TrainConfig.epochs`): when
+            finetune_epochs is set, every arm trains ceil(epochs · windows / batch) steps clamped to
+            [min, max] instead of finetune_steps, so more target demos get proportionally more updates. The
+            final weights are still reported at step = finetune_steps (their real count: `trained_steps`).
+        lora_rank: rank of the `lora` arm's adapters.
         seeds: fine-tuning seeds (each gives one SFT / ATE / scratch triple); pretrain_seed: the one
             pretrained checkpoint all arms start from.
         arms: subset of ("sft", "ate", "scratch").
@@ -79,7 +93,8 @@ class BenchConfig:
             on 2 cores at load average 9 (OpenMP threads spin-waiting on each other).
     Align (`ate.align.AlignConfig`): vae_preset, latent_dim, stage1_steps, stage2_steps, vae_batch_size,
         vae_lr, w_kl, w_mmd, mmd_distance, kl_direction, mmd_target, prior_mode.
-    Steer (`ate.steer.GuidanceConfig`): scale (λ), clamp (κ), sign, encoder_mode, reduction, t_cap.
+    Steer (`ate.steer.GuidanceConfig`): scale (λ), clamp (κ), sign, encoder_mode, reduction, t_cap, noise_min,
+        noise_max, strength, latent_target.
     """
 
     suite: str = "robosuite"
@@ -102,6 +117,10 @@ class BenchConfig:
     batch_size: int = 64
     pretrain_lr: float = 1e-4
     finetune_lr: float = 1e-4
+    finetune_epochs: float | None = None
+    finetune_min_steps: int = 1
+    finetune_max_steps: int | None = None
+    lora_rank: int = 8
     seeds: list[int] = field(default_factory=lambda: [0])
     pretrain_seed: int = 0
     arms: list[str] = field(default_factory=lambda: ["sft", "ate"])
@@ -134,6 +153,10 @@ class BenchConfig:
     encoder_mode: str = "sample"
     reduction: str = "reference"
     t_cap: float | None = None
+    noise_min: float = 0.0
+    noise_max: float = 1.0
+    strength: str = "absolute"
+    latent_target: str = "clean"
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -155,6 +178,9 @@ class BenchConfig:
             raise ValueError(f"BenchConfig.n_target_demos must be >= 1, got {self.n_target_demos}")
         if self.eval_every < 0 or self.source_eval_episodes < 0:
             raise ValueError("BenchConfig.eval_every and source_eval_episodes must be >= 0")
+        if self.finetune_epochs is not None and self.eval_every:
+            raise ValueError("BenchConfig.eval_every needs a fixed budget: unset finetune_epochs (the budget rule "
+                             "gives each number of demos its own step count)")
         if self.suite == "metaworld" and (self.target_robot != "Sawyer" or self.source_robots != ["Sawyer"]):
             raise ValueError("MetaWorld has one arm: use source_robots=['Sawyer'] and target_robot='Sawyer'")
         # bad VAE / guidance options fail now, not after an hour of pretraining
@@ -197,9 +223,13 @@ class BenchConfig:
                            seed=seed, val_ratio=0.0, eval_every=max(steps, 1), save_every=max(steps // 4, 1),
                            progress=self.progress)
 
-    def guidance_kwargs(self) -> dict[str, Any]:
+    def guidance_kwargs(self, arm: str = "ate") -> dict[str, Any]:
+        """GuidanceConfig fields of a guided arm: the paper's for `ate_paper`, the configured ones otherwise."""
+        if arm == "ate_paper":
+            return dict(PAPER_GUIDANCE)
         return dict(scale=self.scale, clamp=self.clamp, sign=self.sign, encoder_mode=self.encoder_mode,
-                    reduction=self.reduction, t_cap=self.t_cap)
+                    reduction=self.reduction, t_cap=self.t_cap, noise_min=self.noise_min, noise_max=self.noise_max,
+                    strength=self.strength, latent_target=self.latent_target)
 
 
 _ROBOSUITE_BASE = dict(source_robots=["Panda", "IIWA"], source_tasks=["Lift"], target_robot="UR5e",
@@ -430,7 +460,7 @@ def run_bench(config: BenchConfig, command: str | None = None) -> dict[str, Any]
     evals: list[dict] = []
 
     def eval_model(tag: str, model_dir: Path, task: str, robot: str, n_episodes: int, arm: str, seed: int | None,
-                   n_demos: int | None, step: int) -> None:
+                   n_demos: int | None, step: int, trained_steps: int | None = None) -> None:
         task_index = load_policy(model_dir).task_id(task)
         seeds = list(range(cfg.eval_seed_start, cfg.eval_seed_start + n_episodes))
         params = dict(model=str(model_dir), task=task, robot=robot, seeds=seeds, action_steps=cfg.action_steps,
@@ -438,7 +468,8 @@ def run_bench(config: BenchConfig, command: str | None = None) -> dict[str, Any]
         rows = stages.run(f"eval-{tag}-{task}", params, lambda: evaluate(
             EvalPolicy(str(model_dir), robot), cfg.suite, task, robot, seeds=seeds, workers=cfg.workers,
             action_steps=cfg.action_steps, task_index=task_index, max_steps=cfg.max_steps, progress=cfg.progress))
-        evals.append(dict(arm=arm, task=task, robot=robot, seed=seed, n_demos=n_demos, step=step, episodes=rows))
+        evals.append(dict(arm=arm, task=task, robot=robot, seed=seed, n_demos=n_demos, step=step,
+                          trained_steps=step if trained_steps is None else trained_steps, episodes=rows))
 
     # 3. the pretrained policy on its own robots (is pretraining any good?) ---------------------------
     if cfg.source_eval_episodes:
@@ -471,42 +502,55 @@ def run_bench(config: BenchConfig, command: str | None = None) -> dict[str, Any]
         tdir = target_dirs[n]
         target_norm = _target_normalizer(policy, cfg.target_robot, tdir, norm_mode)
         for seed in cfg.seeds:
-            s2_dir = vae_dir / f"stage2-n{n}-seed{seed}"
-            a2 = cfg.align_config(cfg.stage2_steps, seed, horizon, "repeat", norm_mode)
+            def stage2(aligned: bool) -> tuple[Path, dict]:
+                """The adaptation VAE on these demos: aligned to the stage-1 prior, or target-only (no KL / MMD)."""
+                name = f"stage2-n{n}-seed{seed}" if aligned else f"stage2u-n{n}-seed{seed}"
+                s2_dir = vae_dir / name
+                a2 = cfg.align_config(cfg.stage2_steps, seed, horizon, "repeat", norm_mode)
+                if not aligned:
+                    a2 = dataclasses.replace(a2, w_kl=0.0, w_mmd=0.0)
 
-            def do_stage2(s2_dir=s2_dir, a2=a2, tdir=tdir, target_norm=target_norm):
-                from ate.align.train import train_stage2
+                def do_stage2():
+                    from ate.align.train import train_stage2
 
-                return str(train_stage2(str(tdir), s2_dir, s1_model, a2, normalizer=target_norm))
+                    return str(train_stage2(str(tdir), s2_dir, s1_model, a2, normalizer=target_norm))
 
-            need_vae = "ate" in cfg.arms or "sft" in cfg.arms
-            s2_model = None
-            if need_vae:
                 p2 = dict(stage1=s1_params, data=str(tdir), vae={k: v for k, v in a2.to_dict().items() if k != "progress"},
                           normalizer=target_norm.to_dict())
-                log(f"stage 2 VAE on {n} target demos/task, seed {seed} ({cfg.stage2_steps} steps)")
-                s2_model = Path(stages.run(f"stage2-n{n}-seed{seed}", p2, do_stage2, output=s2_dir))
+                log(f"stage 2 VAE ({'aligned' if aligned else 'target-only'}) on {n} target demos/task, seed {seed} "
+                    f"({cfg.stage2_steps} steps)")
+                return Path(stages.run(name, p2, do_stage2, output=s2_dir)), p2
+
+            # every fine-tuning arm reads the target action stats from the (aligned) stage-2 VAE
+            s2_model, p2 = stage2(aligned=True) if set(cfg.arms) - {"scratch"} else (None, None)
             for arm in cfg.arms:
                 tag = f"{arm}-n{n}-seed{seed}"
                 arm_dir = run / "train" / tag
                 steps = cfg.finetune_steps  # scratch gets the same budget as fine-tuning
                 tkw = dict(steps=steps, lr=cfg.finetune_lr, seed=seed, save_every=cfg.eval_every, **train_common)
+                if cfg.finetune_epochs is not None:  # the budget rule, identical for every arm
+                    tkw.update(epochs=cfg.finetune_epochs, min_steps=cfg.finetune_min_steps,
+                               max_steps=cfg.finetune_max_steps)
                 params = dict(arm=arm, data=str(tdir), **tkw)
                 if arm == "scratch":
                     params.update(policy=cfg.policy, policy_config=cfg.policy_config)
                     fn = functools.partial(_train_scratch, tdir, arm_dir, cfg, tkw)
                 else:
-                    params.update(init=pre_params, vae=str(s2_model), vae_params=p2)
-                    if arm == "ate":
-                        params["guidance"] = cfg.guidance_kwargs()
-                    fn = functools.partial(_train_finetune, tdir, arm_dir, pre_model, s2_model, arm, cfg, tkw)
-                log(f"train {tag} ({steps} steps)")
+                    vae, vparams = stage2(aligned=False) if arm == "ate_unaligned" else (s2_model, p2)
+                    params.update(init=pre_params, vae=str(vae), vae_params=vparams)
+                    if arm in GUIDED_ARMS:
+                        params["guidance"] = cfg.guidance_kwargs(arm)
+                    if arm == "lora":
+                        params["lora_rank"] = cfg.lora_rank
+                    fn = functools.partial(_train_finetune, tdir, arm_dir, pre_model, vae, s2_model, arm, cfg, tkw)
+                log(f"train {tag} ({f'{cfg.finetune_epochs:g} epochs' if cfg.finetune_epochs else f'{steps} steps'})")
                 stages.run(f"train-{tag}", params, fn, output=arm_dir)
+                trained = json.loads((arm_dir / "train_config.json").read_text()).get("resolved_steps", steps)
                 for step, model_dir in _checkpoints(arm_dir, steps, cfg.eval_every):
                     for task in cfg.target_tasks:
                         log(f"eval {tag} step {step} on {task} ({cfg.eval_episodes} episodes)")
                         eval_model(f"{tag}-step{step}", model_dir, task, cfg.target_robot, cfg.eval_episodes, arm, seed,
-                                   n, step)
+                                   n, step, trained_steps=trained if step == steps else step)
 
     # 8. results --------------------------------------------------------------------------------------
     results = build_results(cfg, evals, stages.timings, command=command, total_wall_s=time.perf_counter() - t_start,
@@ -537,14 +581,17 @@ def _target_normalizer(policy, robot: str, target_dir: Path, mode: str):
     return Normalizer.fit(load_episodes(str(target_dir)), mode=mode)
 
 
-def _train_finetune(tdir: Path, out: Path, init: Path, vae: Path, arm: str, cfg: BenchConfig, tkw: dict) -> str:
+def _train_finetune(tdir: Path, out: Path, init: Path, vae: Path, stats_vae: Path, arm: str, cfg: BenchConfig,
+                    tkw: dict) -> str:
     from ate.policies.train import finetune
 
     resume = (out / "checkpoints" / "last").exists()
-    gkw = cfg.guidance_kwargs() if arm == "ate" else {}
-    # both arms read the target stats from the stage-2 VAE, so they train in exactly its action space
-    finetune(str(tdir), out, init=init, guidance="ate" if arm == "ate" else "off", vae=vae if arm == "ate" else None,
-             normalizer=vae, resume=resume, **gkw, **tkw)
+    guided = arm in GUIDED_ARMS
+    gkw = cfg.guidance_kwargs(arm) if guided else {}
+    akw = dict(adapter="lora", lora_rank=cfg.lora_rank) if arm == "lora" else {}
+    # every arm reads the target stats from the aligned stage-2 VAE, so all train in exactly its action space
+    finetune(str(tdir), out, init=init, guidance="ate" if guided else "off", vae=vae if guided else None,
+             normalizer=stats_vae, resume=resume, **gkw, **akw, **tkw)
     return str(out / "pretrained_model")
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ARM_COLORS = {"sft": "#4C72B0", "ate": "#DD8452", "scratch": "#8C8C8C"}
+ARM_COLORS = {"sft": "#4C72B0", "ate": "#DD8452", "ate_paper": "#C44E52", "ate_unaligned": "#937860",
+              "lora": "#55A868", "scratch": "#8C8C8C"}
 
 
 def pyplot():

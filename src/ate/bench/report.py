@@ -102,6 +102,7 @@ def build_results(cfg, evals: list[dict], timings: dict[str, dict], command: str
     for ev in evals:
         s = summarize(ev["episodes"])
         evaluations.append({k: ev[k] for k in ("arm", "task", "robot", "seed", "n_demos", "step")} | {
+            "trained_steps": ev.get("trained_steps", ev["step"]),
             "episodes": s["episodes"], "successes": s["successes"], "success_rate": s["success_rate"],
             "wilson95": s["ci95"],
             "episode_results": [{"seed": r["seed"], "success": bool(r["success"]), "steps": r["steps"]}
@@ -125,8 +126,11 @@ def build_results(cfg, evals: list[dict], timings: dict[str, dict], command: str
                 mean, ci = bootstrap_mean(sub)
                 summary.append({"arm": arm, "n_demos": n, "step": step, "task": task, "success_rate": mean, "ci95": ci,
                                 "seeds": seeds, "per_seed": [float(v) for v in sub.mean(axis=(1, 2))],
-                                "episodes": int(sub.size)})
-        for a, b in (("ate", "sft"), ("ate", "scratch"), ("sft", "scratch")):
+                                "episodes": int(sub.size),
+                                "trained_steps": max(r.get("trained_steps", step) for r in rows)})
+        # every arm against plain fine-tuning, and the pretrained arms against scratch
+        pairs = [(a, "sft") for a in cfg.arms if a != "sft"] + [(a, "scratch") for a in ("ate", "sft")]
+        for a, b in pairs:
             if a not in mats or b not in mats:
                 continue
             common = sorted(set(mats[a][0]) & set(mats[b][0]))
@@ -183,12 +187,20 @@ def summary_table(results: dict, n_demos: int | None = None, step: int | None = 
                       and s["step"] == step and s["task"] == t), None)
             cells.append(f"{_pct(s['success_rate'])} {_ci(s['ci95'])}" if s else "–")
         lines.append(f"| {arm.upper()} | " + " | ".join(cells) + " |")
-    diff = [next((c for c in results["comparisons"] if c["n_demos"] == n_demos and c["step"] == step and c["task"] == t
-                  and (c["a"], c["b"]) == ("ate", "sft")), None) for t in tasks]
-    if any(diff):
-        lines.append("| ATE − SFT (paired) | " + " | ".join(
-            f"{100 * c['diff']:+.1f} {_ci(c['ci95'])}" if c else "–" for c in diff) + " |")
+    for arm in [a for a in cfg["arms"] if a not in ("sft", "scratch")]:
+        diff = [next((c for c in results["comparisons"] if c["n_demos"] == n_demos and c["step"] == step
+                      and c["task"] == t and (c["a"], c["b"]) == (arm, "sft")), None) for t in tasks]
+        if any(diff):
+            lines.append(f"| {arm.upper()} − SFT (paired) | " + " | ".join(
+                f"{100 * c['diff']:+.1f} {_ci(c['ci95'])}" if c else "–" for c in diff) + " |")
     return "\n".join(lines)
+
+
+def _budget(cfg: dict) -> str:
+    if cfg.get("finetune_epochs") is None:
+        return f"{cfg['finetune_steps']} fine-tuning steps"
+    return (f"the budget rule {cfg['finetune_epochs']:g} epochs clamped to [{cfg['finetune_min_steps']}, "
+            f"{cfg['finetune_max_steps']}] steps (per number of demos below)")
 
 
 def write_report(results: dict, run_dir: Path) -> dict[str, Path]:
@@ -207,7 +219,7 @@ def write_report(results: dict, run_dir: Path) -> dict[str, Path]:
         "",
         f"Pretrain a `{cfg['policy']}` policy on {src} ({cfg['n_source_demos']} demos each, "
         f"{cfg['pretrain_steps']} steps); adapt to **{cfg['target_robot']}** on {', '.join(cfg['target_tasks'])} with "
-        f"{n_main} demos per task, {final} fine-tuning steps, training seeds {cfg['seeds']}; "
+        f"{n_main} demos per task, {_budget(cfg)}, training seeds {cfg['seeds']}; "
         f"{cfg['eval_episodes']} evaluation episodes per (arm, seed, task) on seeds {cfg['eval_seed_start']}… "
         f"(identical for every arm).",
         "",
@@ -224,6 +236,11 @@ def write_report(results: dict, run_dir: Path) -> dict[str, Path]:
         lines += ["## By number of target demos", ""]
         for n in cfg["n_target_demos"][1:]:
             lines += [f"### {n} demos per task", "", summary_table(results, n, final), ""]
+    if cfg.get("finetune_epochs") is not None:
+        steps_by_n = {s["n_demos"]: s["trained_steps"] for s in results["summary"] if s["task"] == "all"
+                      and s["step"] == final}
+        lines += ["## Fine-tuning budget (same for every arm)", "", "| target demos per task | optimiser steps |", "|---|---|"]
+        lines += [f"| {n} | {steps_by_n[n]} |" for n in sorted(steps_by_n)] + [""]
     src_rows = [e for e in results["evaluations"] if e["arm"] == "pretrained"]
     if src_rows:
         lines += ["## Sanity check: the pretrained policy on its source robots", "", "| robot | task | success % | Wilson 95 % |",

@@ -46,6 +46,14 @@ def register(sub) -> None:
     f.add_argument("--encoder-mode", choices=["sample", "mean"], default="sample")
     f.add_argument("--reduction", choices=["reference", "per_sample"], default="reference")
     f.add_argument("--t-cap", type=float, default=None, help="cap on the time at which c(t) is evaluated")
+    f.add_argument("--noise-min", type=float, default=0.0,
+                   help="guide only samples whose noise level (0 clean .. 1 pure noise) is >= this (default 0)")
+    f.add_argument("--noise-max", type=float, default=1.0, help="... and <= this (default 1: every sample, as the paper)")
+    f.add_argument("--strength", choices=["absolute", "relative"], default="absolute",
+                   help="absolute: lambda multiplies g (paper); relative: g rescaled per sample to the policy's "
+                        "residual, so lambda is the shift as a fraction of it")
+    f.add_argument("--latent-target", choices=["clean", "source_mode"], default="clean",
+                   help="clean: pull E(x_t) toward E(a0) (paper); source_mode: toward the nearest source-prior mode")
     f.add_argument("--adapter", choices=["full", "lora"], default="full",
                    help="full: every weight trains; lora: peft LoRA adapters on every Linear / Conv1d (merged into the "
                         "saved model), the parameter-efficient baseline")
@@ -117,7 +125,8 @@ def _finetune(args) -> int:
 
     finetune(args.data, args.out, init=args.init, guidance=args.guidance, vae=args.vae, scale=args.scale,
              clamp=args.clamp, sign=args.sign, encoder_mode=args.encoder_mode, reduction=args.reduction,
-             t_cap=args.t_cap, normalizer=args.normalizer, adapter=args.adapter, lora_rank=args.lora_rank,
+             t_cap=args.t_cap, noise_min=args.noise_min, noise_max=args.noise_max, strength=args.strength,
+             latent_target=args.latent_target, normalizer=args.normalizer, adapter=args.adapter, lora_rank=args.lora_rank,
              lora_alpha=args.lora_alpha, resume=args.resume, state_key=args.state_key,
              action_key=args.action_key, **_train_kw(args))
     print(f"policy written to {args.out}/pretrained_model")

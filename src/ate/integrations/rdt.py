@@ -74,7 +74,7 @@ def make_rdt_guidance(vae_dir, noise_scheduler, names: Sequence[str], config: Gu
     encoder = bundle.vae
     if normalize and bundle.normalizer is not None:
         encoder = NormalizedEncoder(bundle.vae, bundle.normalizer)
-    return LatentGuidance.from_scheduler(encoder, noise_scheduler, config, action_index=index)
+    return LatentGuidance.from_scheduler(encoder, noise_scheduler, config, action_index=index, prior=bundle.prior)
 
 
 def rdt_guided_loss(guide: LatentGuidance, pred: torch.Tensor, target: torch.Tensor, noisy_action: torch.Tensor,
@@ -117,7 +117,7 @@ def rdt_guided_loss(guide: LatentGuidance, pred: torch.Tensor, target: torch.Ten
             raise ShapeMismatchError(f"action_mask has shape {tuple(action_mask.shape)}; expected (B, K, {D}) or (B, {D})")
     g, diag = guide.gradient(noisy_action, action_gt, timesteps, dim_mask=dim_mask, pad_mask=pad_mask,
                              generator=generator)
-    guided = guide.steer(pred, g)
+    guided = guide.steer(pred, g, target, dim_mask, pad_mask)
     if reduction == "masked":
         loss = masked_mse(guided, target, dim_mask, pad_mask)
     else:

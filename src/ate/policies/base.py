@@ -268,13 +268,15 @@ class Policy(nn.Module):
         diag["loss"] = float(loss.detach())
         return loss, diag
 
-    def make_guidance(self, encoder, guidance_config, robot: str | None = None):
-        """LatentGuidance for this policy's parameterisation, reading only `robot`'s action dims."""
+    def make_guidance(self, encoder, guidance_config, robot: str | None = None, prior=None):
+        """LatentGuidance for this policy's parameterisation, reading only `robot`'s action dims (`prior`: the
+        source prior, for latent_target="source_mode")."""
         from ate.steer import LatentGuidance
 
         _, spec = self.robot_spec(robot)
         index = torch.tensor(spec.action_index, dtype=torch.long)
-        return LatentGuidance(encoder, self.parameterization, guidance_config, alphas_cumprod=self.alphas_cumprod(), action_index=index)
+        return LatentGuidance(encoder, self.parameterization, guidance_config, alphas_cumprod=self.alphas_cumprod(),
+                              action_index=index, prior=prior)
 
     def alphas_cumprod(self) -> torch.Tensor | None:
         """ᾱ of the training scheduler (DDPM families) or None (flow)."""

@@ -376,8 +376,9 @@ def pretrain(data, out_dir: str | Path, policy: str = "dp", policy_config: dict[
 
 def finetune(data, out_dir: str | Path, init: str | Path, guidance: str = "off", vae: str | Path | Any = None,
              scale: float = 2.0, clamp: float | None = 0.1, sign: str = "reference", encoder_mode: str = "sample",
-             reduction: str = "reference", t_cap: float | None = None, normalizer: str | Path | None = None,
-             adapter: str = "full", lora_rank: int = 8, lora_alpha: float | None = None,
+             reduction: str = "reference", t_cap: float | None = None, noise_min: float = 0.0,
+             noise_max: float = 1.0, strength: str = "absolute", latent_target: str = "clean",
+             normalizer: str | Path | None = None, adapter: str = "full", lora_rank: int = 8, lora_alpha: float | None = None,
              resume: bool = False, state_key: str = "observations/state", action_key: str = "action", **train_kw):
     """Fine-tune a pretrained policy on target data, plain (`guidance="off"`) or with ATE (`"ate"`).
 
@@ -387,7 +388,8 @@ def finetune(data, out_dir: str | Path, init: str | Path, guidance: str = "off",
         init: pretrained policy (model dir or pretrain run dir).
         guidance: "off" | "ate".
         vae: adaptation VAE dir (`ate align`) or an `AlignedVAE`-like object; required for "ate".
-        scale, clamp, sign, encoder_mode, reduction, t_cap: `ate.steer.GuidanceConfig` (λ, κ, ...).
+        scale, clamp, sign, encoder_mode, reduction, t_cap, noise_min, noise_max, strength, latent_target:
+            `ate.steer.GuidanceConfig` (λ, κ, ...; the last four go beyond the paper, defaults reproduce it).
         normalizer: where the target robot's action stats come from (a VAE dir, policy dir or Normalizer
             JSON). Default: the pretrained stats for a known robot, else fitted on `data`. Pass the same
             value to both arms so they train in the same action space.
@@ -430,8 +432,10 @@ def finetune(data, out_dir: str | Path, init: str | Path, guidance: str = "off",
         else:
             bundle, vae_src = vae, "VAE"
         check_vae(model, robots[0], bundle, vae_src)
-        gcfg = GuidanceConfig(scale=scale, clamp=clamp, sign=sign, encoder_mode=encoder_mode, reduction=reduction, t_cap=t_cap)
-        guide = model.make_guidance(bundle.vae, gcfg, robots[0])
+        gcfg = GuidanceConfig(scale=scale, clamp=clamp, sign=sign, encoder_mode=encoder_mode, reduction=reduction,
+                              t_cap=t_cap, noise_min=noise_min, noise_max=noise_max, strength=strength,
+                              latent_target=latent_target)
+        guide = model.make_guidance(bundle.vae, gcfg, robots[0], prior=getattr(bundle, "prior", None))
     ds = PolicyDataset(model, sources, pad=cfg.pad)
     lora = None
     if adapter == "lora":

@@ -1,6 +1,7 @@
 """ate.steer: latent classifier guidance inside a policy's fine-tuning loss (ATE "Steer").
 
-- :func:`guidance_coefficient`: c(t) mapping ∇ log p(y | x_t) into each parameterisation's target.
+- :func:`guidance_coefficient`: c(t) mapping ∇ log p(y | x_t) into each parameterisation's target;
+  :func:`noise_level`: the share of noise in x_t on one 0..1 scale for every parameterisation.
 - :class:`GuidanceConfig`, :class:`LatentGuidance`: the guided loss / additive term / raw gradient;
   :class:`BatchShard` places a process's rows in a multi-process global batch.
 - :class:`SlotLayout`, :data:`RDT_UNIFIED_128`: unified action spaces with masks derived from names.
@@ -11,6 +12,7 @@ from ate.steer.coefficients import (
     FLOW_PARAMETERIZATIONS,
     PARAMETERIZATIONS,
     guidance_coefficient,
+    noise_level,
 )
 from ate.steer.guidance import BatchShard, GuidanceConfig, LatentGuidance, masked_mse
 from ate.steer.unified import (
@@ -26,6 +28,7 @@ __all__ = [
     "FLOW_PARAMETERIZATIONS",
     "PARAMETERIZATIONS",
     "guidance_coefficient",
+    "noise_level",
     "BatchShard",
     "GuidanceConfig",
     "LatentGuidance",

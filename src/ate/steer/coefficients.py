@@ -131,3 +131,22 @@ def guidance_coefficient(
         ratio = sigma / (1.0 - sigma)
         c = -ratio if parameterization == "flow_openpi" else ratio
     return c.to(device=device, dtype=dtype)
+
+
+def noise_level(parameterization: str, t, alphas_cumprod: torch.Tensor | None = None) -> torch.Tensor:
+    """The share of noise in x_t, one scale for every parameterisation: 0 = clean data, 1 = pure noise.
+
+    DDPM: √(1−ᾱ_t) (the weight of ε in x_t). Flow: σ, the weight of ε (``flow_openpi``: σ = t;
+    ``flow_paper``: σ = 1 − τ). Returns (B,) float64 on ``t``'s device; used by the guidance's noise window.
+    """
+    check_parameterization(parameterization)
+    t = _as_time_tensor(t)
+    if parameterization in DDPM_PARAMETERIZATIONS:
+        if alphas_cumprod is None:
+            raise ValueError(f"parameterization {parameterization!r} needs alphas_cumprod (DDPM schedule)")
+        abar = torch.as_tensor(alphas_cumprod).detach().to("cpu", torch.float64).reshape(-1)[t.detach().to("cpu").long()]
+        level = torch.sqrt((1.0 - abar).clamp(min=0.0))
+    else:
+        tf = t.detach().to("cpu", torch.float64)
+        level = tf if parameterization == "flow_openpi" else 1.0 - tf
+    return level.to(t.device)

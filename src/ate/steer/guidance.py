@@ -35,6 +35,7 @@ from ate.steer.coefficients import (
     check_parameterization,
     check_t_cap,
     guidance_coefficient,
+    noise_level,
 )
 
 _SIGNS = {"reference": 1.0, "flipped": -1.0}
@@ -52,6 +53,8 @@ class BatchShard:
             raise ValueError(f"BatchShard needs total >= 1 and 0 <= start < total, got {self}")
 _ENCODER_MODES = ("sample", "mean")
 _REDUCTIONS = ("reference", "per_sample")
+_STRENGTHS = ("absolute", "relative")
+_LATENT_TARGETS = ("clean", "source_mode")
 
 
 @dataclass
@@ -68,6 +71,22 @@ class GuidanceConfig:
             ``per_sample`` (averaged over Z, summed over the batch: batch-size independent).
         t_cap: cap on the noise level at which c(t) is evaluated (DDPM timestep index, or flow noise level
             in [0, 1)); see :func:`ate.steer.guidance_coefficient`.
+
+    Beyond the paper (defaults reproduce it exactly):
+        noise_min, noise_max: guide only samples whose noise level (:func:`ate.steer.noise_level`: 0 = clean,
+            1 = pure noise, the same scale for DDPM and flow) lies in [noise_min, noise_max]; g = 0 elsewhere
+            (limited-interval guidance: high-noise guidance is where the paper's c(t) is large and clamped).
+        strength: ``absolute`` (λ multiplies g, paper) or ``relative``: each sample's g is rescaled to the norm
+            of the policy's own residual ``target − pred`` on its valid elements, so λ is the shift as a
+            fraction of the residual and means the same for every family, batch size and noise level (the
+            clamp still shapes g's direction first). Needs ``target`` (``guided_loss`` / ``steer``).
+        latent_target: ``clean`` (pull E(x_t) toward E(a0), paper) or ``source_mode``: toward the mean of
+            the source-prior component nearest E(a0) (the stage-1 prior the adaptation VAE was aligned to; a
+            GMM prior has several), a direction that carries source knowledge. Needs ``prior``.
+
+    Where g goes: since g is detached, ``MSE(pred + s·λ·g, target) = MSE(pred, target − s·λ·g)``: putting the
+    guidance on the target side (Model-Guidance style) is the same loss and gradient as the opposite sign on
+    the prediction side, so it is not a separate mode (see ``tests/test_steer_variants.py``).
     """
 
     scale: float = 2.0
@@ -76,6 +95,10 @@ class GuidanceConfig:
     encoder_mode: str = "sample"
     reduction: str = "reference"
     t_cap: float | int | None = None
+    noise_min: float = 0.0
+    noise_max: float = 1.0
+    strength: str = "absolute"
+    latent_target: str = "clean"
 
     def __post_init__(self):
         if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not math.isfinite(self.scale):
@@ -95,6 +118,18 @@ class GuidanceConfig:
         if self.t_cap is not None and (isinstance(self.t_cap, bool) or not isinstance(self.t_cap, (int, float))
                                        or not math.isfinite(self.t_cap) or self.t_cap < 0):
             raise ValueError(f"GuidanceConfig.t_cap must be None or a finite number >= 0, got {self.t_cap!r}")
+        if not 0.0 <= float(self.noise_min) <= float(self.noise_max) <= 1.0:
+            raise ValueError(f"GuidanceConfig needs 0 <= noise_min <= noise_max <= 1, got {self.noise_min}, "
+                             f"{self.noise_max}")
+        if self.strength not in _STRENGTHS:
+            raise ValueError(f"GuidanceConfig.strength must be one of {_STRENGTHS}, got {self.strength!r}")
+        if self.latent_target not in _LATENT_TARGETS:
+            raise ValueError(f"GuidanceConfig.latent_target must be one of {_LATENT_TARGETS}, got "
+                             f"{self.latent_target!r}")
+
+    @property
+    def windowed(self) -> bool:
+        return self.noise_min > 0.0 or self.noise_max < 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -160,10 +195,12 @@ class LatentGuidance:
         alphas_cumprod: (T,) DDPM schedule, required for the DDPM parameterisations.
         action_index: (D_vae,) long indices of the policy action dims fed to the VAE (e.g. 7 of a policy's
             32 zero-padded dims); g is zero on every other dim. None: all policy dims, in order.
+        prior: the source prior (:class:`ate.align.prior.PriorSummary`, e.g. ``load_aligned_vae(...).prior``),
+            needed by ``latent_target="source_mode"``.
     """
 
     def __init__(self, encoder: nn.Module, parameterization: str, config: GuidanceConfig | None = None,
-                 alphas_cumprod: torch.Tensor | None = None, action_index=None):
+                 alphas_cumprod: torch.Tensor | None = None, action_index=None, prior=None):
         if not callable(getattr(encoder, "encode", None)):
             raise TypeError(f"encoder {type(encoder).__name__} has no encode(a) -> (mu, logvar) method")
         self.parameterization = check_parameterization(parameterization)
@@ -189,6 +226,10 @@ class LatentGuidance:
                 raise ShapeMismatchError("action_index must hold distinct non-negative dims, got "
                                          f"{action_index.tolist()}")
         self.action_index = action_index
+        if self.config.latent_target == "source_mode" and prior is None:
+            raise ValueError("latent_target='source_mode' needs the source prior: LatentGuidance(..., prior="
+                             "load_aligned_vae(<stage-2 dir>).prior)")
+        self.prior = prior
         # Frozen: no gradient may reach the VAE; eval() because dropout would make ẑ and z disagree by noise.
         encoder.requires_grad_(False)
         encoder.eval()
@@ -203,7 +244,7 @@ class LatentGuidance:
 
     @classmethod
     def from_scheduler(cls, encoder: nn.Module, scheduler, config: GuidanceConfig | None = None,
-                       action_index=None) -> "LatentGuidance":
+                       action_index=None, prior=None) -> "LatentGuidance":
         """Build from a diffusers scheduler.
 
         DDPM-family schedulers (``DDPMScheduler``, ``DDIMScheduler``, ``DPMSolverMultistepScheduler``...):
@@ -221,12 +262,12 @@ class LatentGuidance:
                 raise ValueError(f"{name}.config.prediction_type={prediction_type!r} is not one of "
                                  f"{DDPM_PARAMETERIZATIONS}; construct LatentGuidance with an explicit "
                                  "parameterization")
-            return cls(encoder, prediction_type, config, alphas_cumprod=abar, action_index=action_index)
+            return cls(encoder, prediction_type, config, alphas_cumprod=abar, action_index=action_index, prior=prior)
         if name.startswith("FlowMatch"):
             if sched_cfg is not None and getattr(sched_cfg, "invert_sigmas", False):
                 raise ValueError(f"{name} with invert_sigmas=True flips the time axis; construct LatentGuidance "
                                  "with an explicit flow parameterization")
-            return cls(encoder, "flow_openpi", config, action_index=action_index)
+            return cls(encoder, "flow_openpi", config, action_index=action_index, prior=prior)
         raise ValueError(f"cannot read a parameterization from {name}: it has neither alphas_cumprod nor a "
                          "FlowMatch* type; construct LatentGuidance(encoder, parameterization, ...) directly")
 
@@ -235,6 +276,18 @@ class LatentGuidance:
     def coefficient(self, t, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """c(t), (B,), see :func:`ate.steer.guidance_coefficient`."""
         return guidance_coefficient(self.parameterization, t, self.alphas_cumprod, self.config.t_cap, dtype=dtype)
+
+    def noise_level(self, t) -> torch.Tensor:
+        """(B,) share of noise in x_t (0 clean, 1 pure noise), see :func:`ate.steer.noise_level`."""
+        return noise_level(self.parameterization, t, self.alphas_cumprod)
+
+    def _nearest_source_mode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, Z): for each clean latent the mean of the nearest source-prior component (Euclidean)."""
+        _, means, _ = self.prior._components(z.device)
+        means = means.to(z.dtype)
+        if means.shape[-1] != z.shape[-1]:
+            raise ShapeMismatchError(f"the source prior has Z={means.shape[-1]} but the encoder gives Z={z.shape[-1]}")
+        return means[torch.cdist(z, means).argmin(dim=1)]
 
     def _check_inputs(self, x_t: torch.Tensor, a0: torch.Tensor, t) -> torch.Tensor:
         if x_t.ndim != 3:
@@ -313,6 +366,8 @@ class LatentGuidance:
                     z = mu0.to(work_dtype) + torch.exp(0.5 * logvar0.to(work_dtype)) * xi
                 else:
                     z = mu0.to(work_dtype)
+                if self.config.latent_target == "source_mode":
+                    z = self._nearest_source_mode(z)
             z_hat = self._encode(vae_input(x), xi, work_dtype)
             if z_hat.shape != z.shape or z_hat.ndim != 2 or z_hat.shape[0] != B:
                 raise ShapeMismatchError(f"encoder.encode must return (B, Z) latents, got {tuple(z_hat.shape)}")
@@ -327,6 +382,10 @@ class LatentGuidance:
         w = _weights(x_t.shape, dim_mask, pad_mask, x_t.device)
         if w is not None:
             g = g * w.to(g.dtype)
+        if self.config.windowed:  # limited interval: no guidance outside [noise_min, noise_max]
+            level = self.noise_level(t)
+            inside = (level >= self.config.noise_min) & (level <= self.config.noise_max)
+            g = g * inside.to(g.device, g.dtype).view(B, 1, 1)
         c = self.coefficient(t, dtype=g.dtype).to(g.device)
         g = c.view(B, 1, 1) * g
         kappa = self.config.clamp
@@ -347,11 +406,46 @@ class LatentGuidance:
     def _signed_scale(self) -> float:
         return _SIGNS[self.config.sign] * float(self.config.scale)
 
-    def steer(self, pred: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    def steer(self, pred: torch.Tensor, g: torch.Tensor, target: torch.Tensor | None = None, dim_mask=None,
+              pad_mask=None) -> torch.Tensor:
         """The guided prediction ``pred + s·λ·g`` (g from :meth:`gradient`), in pred's dtype and device.
 
-        Every integration builds its guided loss on this one step; with λ = 0 it returns pred's values."""
-        return pred + self._signed_scale() * g.to(pred.device, pred.dtype)
+        Every integration builds its guided loss on this one step; with λ = 0 it returns pred's values.
+        ``strength="relative"`` first rescales each sample's g to the norm of its residual ``target − pred``
+        over the valid elements (masks as in :meth:`gradient`), so it needs ``target``."""
+        g = g.to(pred.device, pred.dtype)
+        if self.config.strength == "relative":
+            if target is None:
+                raise ValueError("strength='relative' scales g by the residual target − pred: pass target")
+            g = self.relative(g, pred, target, dim_mask, pad_mask)
+        return pred + self._signed_scale() * g
+
+    @staticmethod
+    def relative(g: torch.Tensor, pred: torch.Tensor, target: torch.Tensor, dim_mask=None, pad_mask=None) -> torch.Tensor:
+        """g rescaled per sample to ‖target − pred‖ on the valid elements (a zero g stays zero); detached."""
+        B = g.shape[0]
+        with torch.no_grad():
+            r = (target - pred).detach()
+            w = _weights(pred.shape, dim_mask, pad_mask, pred.device)
+            if w is not None:
+                r = r * w.to(r.dtype)
+            g_norm = g.reshape(B, -1).norm(dim=1)
+            factor = torch.where(g_norm > 0, r.reshape(B, -1).norm(dim=1) / g_norm.clamp_min(1e-30), 0.0)
+        return g * factor.view(B, 1, 1).to(g.dtype)
+
+    @staticmethod
+    def fraction_of_residual(shift: torch.Tensor, pred: torch.Tensor, target: torch.Tensor, dim_mask=None,
+                             pad_mask=None) -> float:
+        """Mean over samples of ‖shift_b‖ / ‖target_b − pred_b‖ (valid elements): how large the guidance's
+        shift of the prediction is against the policy's own residual."""
+        with torch.no_grad():
+            B = shift.shape[0]
+            r = target.detach() - pred.detach()
+            w = _weights(pred.shape, dim_mask, pad_mask, pred.device)
+            if w is not None:
+                r = r * w.to(r.dtype)
+            num = shift.detach().to(r.dtype).reshape(B, -1).norm(dim=1)
+            return float((num / r.reshape(B, -1).norm(dim=1).clamp_min(1e-12)).mean())
 
     def guided_loss(self, pred: torch.Tensor, target: torch.Tensor, x_t: torch.Tensor, a0: torch.Tensor, t,
                     dim_mask=None, pad_mask=None, generator: torch.Generator | None = None,
@@ -367,7 +461,10 @@ class LatentGuidance:
             raise ShapeMismatchError(f"pred {tuple(pred.shape)}, target {tuple(target.shape)} and x_t "
                                      f"{tuple(x_t.shape)} must have the same (B, H, D) shape")
         g, diag = self.gradient(x_t, a0, t, dim_mask, pad_mask, generator=generator, shard=shard)
-        loss = masked_mse(self.steer(pred, g), target, dim_mask, pad_mask)
+        guided = self.steer(pred, g, target, dim_mask, pad_mask)
+        loss = masked_mse(guided, target, dim_mask, pad_mask)
+        # |λ·g| against the policy's own residual (after the relative rescaling, when on)
+        diag["rel_strength"] = self.fraction_of_residual(guided - pred, pred, target, dim_mask, pad_mask)
         with torch.no_grad():
             diag["plain_loss"] = float(masked_mse(pred, target, dim_mask, pad_mask).item())
         return loss, diag
@@ -383,6 +480,9 @@ class LatentGuidance:
         """
         if pred.shape != x_t.shape:
             raise ShapeMismatchError(f"pred {tuple(pred.shape)} and x_t {tuple(x_t.shape)} must have the same shape")
+        if self.config.strength == "relative":
+            raise ValueError("additive_term cannot apply strength='relative' (it needs the regression target); "
+                             "use guided_loss")
         g, diag = self.gradient(x_t, a0, t, dim_mask, pad_mask, generator=generator, shard=shard)
         prod = pred * g.to(pred.device)
         w = _weights(pred.shape, dim_mask, pad_mask, pred.device)

@@ -43,13 +43,19 @@ class AteGuidanceFields:
     guidance_encoder_mode: str = "sample"
     guidance_reduction: str = "reference"
     guidance_t_cap: float | None = None
+    guidance_noise_min: float = 0.0
+    guidance_noise_max: float = 1.0
+    guidance_strength: str = "absolute"
+    guidance_latent_target: str = "clean"
     guidance_check_stats: bool = True
 
     def guidance_config(self) -> GuidanceConfig:
         """The :class:`ate.steer.GuidanceConfig` these fields describe (validates them)."""
         return GuidanceConfig(scale=float(self.guidance_scale), clamp=self.guidance_clamp,
                               sign=self.guidance_sign, encoder_mode=self.guidance_encoder_mode,
-                              reduction=self.guidance_reduction, t_cap=self.guidance_t_cap)
+                              reduction=self.guidance_reduction, t_cap=self.guidance_t_cap,
+                              noise_min=self.guidance_noise_min, noise_max=self.guidance_noise_max,
+                              strength=self.guidance_strength, latent_target=self.guidance_latent_target)
 
     def _validate_guidance(self) -> None:
         self.guidance_config()  # raises ValueError naming the bad field

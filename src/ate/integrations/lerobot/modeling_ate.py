@@ -114,7 +114,7 @@ class _AteRuntime:
             self._check_normalizer(bundle)
         index = None if padded_dim in (None, action_dim) else torch.arange(action_dim)
         guide = LatentGuidance(bundle.vae, parameterization, cfg.guidance_config(), alphas_cumprod=alphas_cumprod,
-                               action_index=index)
+                               action_index=index, prior=bundle.prior)
         self.bundle = bundle
         logger.info("ATE guidance: VAE %s (Z=%d, H=%d, D=%d), %s, %s", bundle.path, bundle.config.latent_dim,
                     vae_h, vae_d, parameterization, cfg.guidance_config())
@@ -211,7 +211,7 @@ class AteDiffusionPolicy(DiffusionPolicy):
         guided = pred
         if guide is not None:
             g, diag = guide.gradient(noisy, trajectory, timesteps, pad_mask=pad)
-            guided = guide.steer(pred, g)
+            guided = guide.steer(pred, g, target, pad_mask=pad)
             out = self._ate.diag(diag)
 
         def reduce(p: Tensor) -> Tensor:
@@ -259,7 +259,7 @@ class _FlowGuidanceMixin:
             dim_mask = torch.zeros(actions.shape[-1], device=actions.device)
             dim_mask[:d_real] = 1
             g, diag = guide.gradient(x_t, actions, time, dim_mask=dim_mask, pad_mask=pad)
-            guided = guide.steer(v_t, g)
+            guided = guide.steer(v_t, g, u_t, dim_mask=dim_mask, pad_mask=pad)
             elem = F.mse_loss(u_t, guided, reduction="none")[:, :, :d_real]
             out = self._ate.diag(diag)
         loss = self._reduce(elem, pad, reduction)
