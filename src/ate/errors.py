@@ -15,3 +15,7 @@ class ShapeMismatchError(ATEError, ValueError):
 
 class CheckpointError(ATEError, ValueError):
     """A checkpoint is missing, incomplete or does not fit what it is loaded into."""
+
+
+class ConfigError(ATEError, ValueError):
+    """An option / config field has a value outside what it accepts (raised by the config dataclasses)."""

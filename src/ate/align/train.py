@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +49,9 @@ from ate.align.losses import kl_to_standard_normal, mmd, reconstruction_loss
 from ate.align.prior import PriorSummary, fit_prior
 from ate.align.vae import ActionVAE, VAEConfig
 from ate.checkpoint import load_tensors, load_training_state, read_json, write_json_atomic
-from ate.errors import CheckpointError, DataError, ShapeMismatchError
+from ate.errors import CheckpointError, ConfigError, DataError, ShapeMismatchError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -100,9 +104,9 @@ class AlignConfig:
                        log_to=("none", "wandb", "tensorboard"))
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"AlignConfig.{name}={getattr(self, name)!r}; choose from {allowed}")
+                raise ConfigError(f"AlignConfig.{name}={getattr(self, name)!r}; choose from {allowed}")
         if self.steps < 1 or self.batch_size < 2:
-            raise ValueError("AlignConfig: steps >= 1 and batch_size >= 2 (MMD needs pairs) are required")
+            raise ConfigError("AlignConfig: steps >= 1 and batch_size >= 2 (MMD needs pairs) are required")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -145,17 +149,43 @@ def _load_data(data, name: str):
 
 def _make_datasets(eps, cfg: AlignConfig, normalizer, horizon: int):
     from ate.data import ChunkDataset, Normalizer, split_episodes
+    from ate.data.chunks import num_val_episodes
 
     if normalizer is None:
         normalizer = Normalizer.fit(eps, mode=cfg.normalization)
     elif normalizer.dim != eps.dim:
         raise ShapeMismatchError(f"normaliser is for D={normalizer.dim} but {eps.source} has D={eps.dim}")
-    train_idx, val_idx = split_episodes(eps.num_episodes, cfg.val_ratio, cfg.seed) if cfg.val_ratio > 0 else (None, [])
+    lengths = eps.episode_lengths
+    usable = np.arange(eps.num_episodes)
+    if cfg.pad == "drop":  # split only the episodes that give a window, so no split can end up empty
+        usable = np.flatnonzero(lengths >= horizon)
+        short = [eps.episode_names[e] for e in np.flatnonzero(lengths < horizon)]
+        if not len(usable):
+            longest = int(np.argmax(lengths))
+            raise DataError(f"{eps.source}: no episode has the {horizon} frames one chunk needs under --pad drop "
+                            f"(longest: {eps.episode_names[longest]}, {int(lengths[longest])} frames); "
+                            "use --pad repeat or a smaller --horizon")
+        if short:
+            logger.warning("%s: %d of %d episodes are shorter than horizon %d and are skipped under --pad drop: %s",
+                           eps.source, len(short), len(lengths), horizon,
+                           ", ".join(short[:5]) + (", ..." if len(short) > 5 else ""))
+    train_i, val_i = split_episodes(len(usable), cfg.val_ratio, cfg.seed)
+    train_idx, val_idx = usable[train_i], usable[val_i]
     train = ChunkDataset(eps, horizon=horizon, normalizer=normalizer, pad=cfg.pad, episodes=train_idx)
     val = ChunkDataset(eps, horizon=horizon, normalizer=normalizer, pad=cfg.pad, episodes=val_idx) if len(val_idx) else None
-    if len(train) == 0:
-        raise DataError(f"{eps.source}: no chunks of length {horizon} in the training split "
-                        f"({getattr(train, 'num_dropped_episodes', 0)} episodes shorter than the chunk were dropped)")
+    if val is not None:
+        logger.info("validation: %d of %d episodes held out (floor(%d x val_ratio %g)), %d training windows, "
+                    "%d validation windows; model/ = the best validation checkpoint", len(val_idx), len(usable),
+                    len(usable), cfg.val_ratio, len(train), len(val))
+    else:
+        need = math.ceil(1 / cfg.val_ratio - 1e-9) if cfg.val_ratio > 0 else None
+        why = f"val_ratio {cfg.val_ratio:g} holds out floor(E x val_ratio) episodes, none below {need}" if need \
+            else "val_ratio 0"
+        logger.info("validation: none (%d episodes; %s): all %d windows train, no val_* metrics, model/ = the last "
+                    "checkpoint", len(usable), why, len(train))
+    if len(train) < cfg.batch_size:
+        logger.info("%d training windows < batch_size %d: each batch repeats windows (cycling a shuffled order, "
+                    "fresh noise per repeat)", len(train), cfg.batch_size)
     return train, val, normalizer
 
 
@@ -201,6 +231,15 @@ class _Logger:
             for k, v in row.items():
                 if isinstance(v, (int, float)) and k != "step":
                     self.backend.add_scalar(k, v, row["step"])
+
+
+def _log_line(row: dict) -> str:
+    """The progress line printed instead of a bar (no TTY or --no-progress)."""
+    keys = ("loss", "recon", "kl", "mmd", "val_loss")
+    text = " ".join(f"{k} {row[k]:.4f}" for k in keys if k in row)
+    if "lr" in row:
+        text += f" lr {row['lr']:.2e} {row['samples_per_s']:.0f} samples/s"
+    return text
 
 
 def _loss_terms(vae, a, is_pad, cfg: AlignConfig, prior: PriorSummary | None, noise, target_samples, world):
@@ -270,7 +309,7 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
     main = rank == 0
     out_dir = Path(out_dir)
     if cfg.batch_size % world:
-        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+        raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
     local_bs = cfg.batch_size // world
     torch.manual_seed(cfg.seed)
     train, val, normalizer = _make_datasets(eps, cfg, normalizer, horizon)
@@ -291,8 +330,14 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
     last = out_dir / "last"
     if (last / "training_state" / "state.json").is_file():
         saved = read_json(last / "config.json")
-        if _resume_key(saved.get("align_config", {})) != _resume_key(cfg.to_dict()) or saved.get("stage") != stage:
-            raise CheckpointError(f"{last} was written with a different configuration or stage; "
+        if saved.get("stage") != stage:
+            raise CheckpointError(f"{last} is a stage-{saved.get('stage')} checkpoint, this is stage {stage}; "
+                                  "use a new --out directory")
+        old_cfg, new_cfg = _resume_key(saved.get("align_config", {})), _resume_key(cfg.to_dict())
+        changed = [f"--{k.replace('_', '-')} {old_cfg.get(k)!r} (checkpoint) vs {new_cfg.get(k)!r} (now)"
+                   for k in sorted(old_cfg.keys() | new_cfg.keys()) if old_cfg.get(k) != new_cfg.get(k)]
+        if changed:
+            raise CheckpointError(f"{last} was written with a different configuration: {'; '.join(changed)}; "
                                   "use a new --out directory or the same options to resume")
         # other data (other D, other statistics) would otherwise fail deep in load_state_dict or, worse,
         # silently continue on different data
@@ -302,6 +347,8 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
         vae.load_state_dict(load_tensors(last / "model.safetensors"))
         state = load_training_state(last / "training_state", opt, {"noise": g_noise})
         step, best = state["step"], state["best"]
+        if main:
+            logger.info("resumed from %s at step %d of %d", last, step, cfg.steps)
     elif main:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out_dir / "run.json", {**meta, "train_chunks": len(train), "val_chunks": len(val) if val else 0,
@@ -309,7 +356,7 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
     model = vae
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(vae)
-    logger = _Logger(out_dir, cfg, step, main)
+    metrics = _Logger(out_dir, cfg, step, main)
 
     def lr_at(s: int) -> float:
         return max(cfg.lr * cfg.lr_decay ** (s // steps_per_epoch), cfg.min_lr)
@@ -319,19 +366,21 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
                             {"step": step, "best": best}) if with_state else None)
 
     bar = None
-    if main and cfg.progress:
+    if main and cfg.progress and sys.stderr.isatty():  # redrawn bars would flood a log file: log lines there
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.steps, initial=step, desc=f"align stage {stage}", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=cfg.steps, initial=step, desc=f"align stage {stage}", unit="step", dynamic_ncols=True,
+                   mininterval=1.0)
     vae.train()
     t_log, n_log = time.perf_counter(), 0
     while step < cfg.steps:
         epoch, pos = divmod(step, steps_per_epoch)
         # global batch indices: a permutation per epoch, a function of (seed, epoch) only
         perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
-        glob = perm[(pos * cfg.batch_size) % len(train):][: cfg.batch_size]
-        if len(glob) < cfg.batch_size:  # tiny datasets: wrap around
-            glob = torch.cat([glob, perm[: cfg.batch_size - len(glob)]])
+        # consecutive slices of the permutation, wrapping around; with fewer windows than a batch (a few
+        # demos) the permutation repeats, i.e. windows recur within the batch with their own noise
+        start = (pos * cfg.batch_size) % len(train)
+        glob = perm.repeat(cfg.batch_size // len(train) + 2)[start:start + cfg.batch_size]
         mine = glob[rank * local_bs:(rank + 1) * local_bs]
         b = _batch(train, mine)
         noise = torch.randn(cfg.batch_size, vae_cfg.latent_dim, generator=g_noise)[rank * local_bs:(rank + 1) * local_bs]
@@ -350,7 +399,7 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
         n_log += cfg.batch_size
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", recon=f"{terms['recon']:.4f}")
+            bar.set_postfix(loss=f"{loss.item():.4f}", recon=f"{terms['recon']:.4f}", refresh=False)
         row = None
         if step % cfg.log_every == 0 or step == cfg.steps:
             dt = time.perf_counter() - t_log
@@ -365,7 +414,9 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
                 if main:
                     save("best", with_state=False)
         if row is not None:
-            logger.log(row)
+            metrics.log(row)
+            if main and bar is None:
+                logger.info("align stage %d step %d/%d %s", stage, step, cfg.steps, _log_line(row))
         if main and (step % cfg.save_every == 0 or step == cfg.steps):
             save("last", with_state=True)
         if world > 1:

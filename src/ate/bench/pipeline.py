@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ate.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 ARMS = ("sft", "ate", "scratch")
@@ -140,23 +142,23 @@ class BenchConfig:
         from ate.bench.sims import SUITES
 
         if self.suite not in SUITES:
-            raise ValueError(f"BenchConfig.suite={self.suite!r}; choose from {SUITES}")
+            raise ConfigError(f"BenchConfig.suite={self.suite!r}; choose from {SUITES}")
         bad = [a for a in self.arms if a not in ARMS]
         if bad or not self.arms:
-            raise ValueError(f"BenchConfig.arms={self.arms}; choose a non-empty subset of {ARMS}")
+            raise ConfigError(f"BenchConfig.arms={self.arms}; choose a non-empty subset of {ARMS}")
         for name in ("source_robots", "source_tasks", "target_tasks", "n_target_demos", "seeds"):
             if not getattr(self, name):
-                raise ValueError(f"BenchConfig.{name} must not be empty")
+                raise ConfigError(f"BenchConfig.{name} must not be empty")
         for name in ("n_source_demos", "pretrain_steps", "finetune_steps", "eval_episodes", "batch_size",
                      "stage1_steps", "stage2_steps", "action_steps"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"BenchConfig.{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"BenchConfig.{name} must be >= 1, got {getattr(self, name)}")
         if min(self.n_target_demos) < 1:
-            raise ValueError(f"BenchConfig.n_target_demos must be >= 1, got {self.n_target_demos}")
+            raise ConfigError(f"BenchConfig.n_target_demos must be >= 1, got {self.n_target_demos}")
         if self.eval_every < 0 or self.source_eval_episodes < 0:
-            raise ValueError("BenchConfig.eval_every and source_eval_episodes must be >= 0")
+            raise ConfigError("BenchConfig.eval_every and source_eval_episodes must be >= 0")
         if self.suite == "metaworld" and (self.target_robot != "Sawyer" or self.source_robots != ["Sawyer"]):
-            raise ValueError("MetaWorld has one arm: use source_robots=['Sawyer'] and target_robot='Sawyer'")
+            raise ConfigError("MetaWorld has one arm: use source_robots=['Sawyer'] and target_robot='Sawyer'")
         # bad VAE / guidance options fail now, not after an hour of pretraining
         from ate.steer import GuidanceConfig
 
@@ -169,7 +171,7 @@ class BenchConfig:
         """The named setting of a suite ("smoke" | "quick" | "full") with field overrides."""
         if (suite, preset) not in PRESETS:
             names = sorted({p for _, p in PRESETS})
-            raise ValueError(f"no preset {preset!r} for suite {suite!r}; presets: {names}")
+            raise ConfigError(f"no preset {preset!r} for suite {suite!r}; presets: {names}")
         values = {**PRESETS[(suite, preset)], "suite": suite, "preset": preset}
         values.update(overrides)
         return cls(**values)

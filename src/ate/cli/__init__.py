@@ -38,6 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_library_messages() -> None:
+    """ate's own log lines (data loaded, validation rule, resume, progress without a bar) go to stderr as
+    plain one-liners; other libraries keep their own logging settings."""
+    import logging
+
+    log = logging.getLogger("ate")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -46,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from ate.errors import ATEError
 
+    _show_library_messages()
     try:
         return int(args.func(args) or 0)
     except ATEError as exc:
