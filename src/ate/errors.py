@@ -19,3 +19,7 @@ class CheckpointError(ATEError, ValueError):
 
 class ConfigError(ATEError, ValueError):
     """An option / config field has a value outside what it accepts (raised by the config dataclasses)."""
+
+
+class MissingDependencyError(ATEError, ImportError):
+    """An optional package that the chosen option needs is not installed (the message has the pip command)."""

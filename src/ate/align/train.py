@@ -95,6 +95,7 @@ class AlignConfig:
     eval_every: int = 500
     save_every: int = 500
     log_to: str = "none"  # none | wandb | tensorboard
+    wandb_project: str = "ate"
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -202,6 +203,13 @@ def _step_of(line: str) -> float:
         return math.inf
 
 
+def _log_backend(log_to: str):
+    """The --log-to package, or one line saying which package and extra to install."""
+    from ate._optional import require
+
+    return require({"wandb": "wandb", "tensorboard": "tensorboard"}[log_to], "log", f"--log-to {log_to}")
+
+
 class _Logger:
     """metrics.jsonl (+ optional wandb / tensorboard)."""
 
@@ -212,10 +220,10 @@ class _Logger:
             self.path.write_text("".join(ln + "\n" for ln in keep))
         self.backend = None
         if enabled and cfg.log_to == "wandb":
-            import wandb
-
-            self.backend = wandb.init(project="ate-align", config=cfg.to_dict(), dir=str(out_dir))
+            wandb = _log_backend(cfg.log_to)
+            self.backend = wandb.init(project=cfg.wandb_project, config=cfg.to_dict(), dir=str(out_dir))
         elif enabled and cfg.log_to == "tensorboard":
+            _log_backend(cfg.log_to)
             from torch.utils.tensorboard import SummaryWriter
 
             self.backend = SummaryWriter(str(out_dir / "tb"))
@@ -290,7 +298,7 @@ def _validate(vae, val, cfg: AlignConfig, prior: PriorSummary | None) -> dict:
 
 
 # options that may change between an interrupted run and its resumption (longer runs, other logging)
-_FREE_ON_RESUME = {"steps", "progress", "log_to", "log_every", "eval_every", "save_every"}
+_FREE_ON_RESUME = {"steps", "progress", "log_to", "wandb_project", "log_every", "eval_every", "save_every"}
 
 
 def _resume_key(d: dict) -> dict:
@@ -308,6 +316,8 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
     rank, world = _dist_info()
     main = rank == 0
     out_dir = Path(out_dir)
+    if cfg.log_to != "none":  # a missing logging package fails before any work
+        _log_backend(cfg.log_to)
     if cfg.batch_size % world:
         raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
     local_bs = cfg.batch_size // world

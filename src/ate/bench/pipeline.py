@@ -48,6 +48,8 @@ from ate.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 ARMS = ("sft", "ate", "scratch")
+# AlignConfig fields that do not change a VAE stage's result (so they do not invalidate its cache)
+_NOT_STAGE_PARAMS = ("progress", "wandb_project")
 ML10_TRAIN = ["reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-close-v3", "button-press-topdown-v3",
               "peg-insert-side-v3", "window-open-v3", "sweep-v3", "basketball-v3"]
 ML10_TEST = ["drawer-open-v3", "door-close-v3", "shelf-place-v3", "sweep-into-v3", "lever-pull-v3"]
@@ -460,7 +462,8 @@ def run_bench(config: BenchConfig, command: str | None = None) -> dict[str, Any]
 
     s1_params = dict(pretrain=pre_params, vae=cfg.align_config(cfg.stage1_steps, cfg.pretrain_seed, horizon, "repeat",
                                                                norm_mode).to_dict())
-    s1_params["vae"].pop("progress")
+    for k in _NOT_STAGE_PARAMS:
+        s1_params["vae"].pop(k)
     log(f"stage 1 VAE on source chunks ({cfg.stage1_steps} steps)")
     s1_model = Path(stages.run("stage1", s1_params, do_stage1, output=s1_dir))
 
@@ -480,7 +483,7 @@ def run_bench(config: BenchConfig, command: str | None = None) -> dict[str, Any]
             need_vae = "ate" in cfg.arms or "sft" in cfg.arms
             s2_model = None
             if need_vae:
-                p2 = dict(stage1=s1_params, data=str(tdir), vae={k: v for k, v in a2.to_dict().items() if k != "progress"},
+                p2 = dict(stage1=s1_params, data=str(tdir), vae={k: v for k, v in a2.to_dict().items() if k not in _NOT_STAGE_PARAMS},
                           normalizer=target_norm.to_dict())
                 log(f"stage 2 VAE on {n} target demos/task, seed {seed} ({cfg.stage2_steps} steps)")
                 s2_model = Path(stages.run(f"stage2-n{n}-seed{seed}", p2, do_stage2, output=s2_dir))
