@@ -54,6 +54,13 @@ from ate.errors import CheckpointError, ConfigError, DataError, ShapeMismatchErr
 logger = logging.getLogger(__name__)
 
 
+# the allowed values of AlignConfig's string fields (the CLI offers the same ones)
+ALIGN_CHOICES = dict(pad=("repeat", "drop"), normalization=("minmax", "meanstd"), recon=("smooth_l1", "mse"),
+                     mmd_distance=("sum", "mean"), kl_direction=("paper", "reference"),
+                     mmd_target=("prior", "standard_normal"), prior_mode=("aggregate", "reference", "gmm"),
+                     log_to=("none", "wandb", "tensorboard"))
+
+
 @dataclass
 class AlignConfig:
     """Every knob of a stage-1 / stage-2 run (defaults = reference values where the SPEC gives them)."""
@@ -99,11 +106,7 @@ class AlignConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        choices = dict(pad=("repeat", "drop"), normalization=("minmax", "meanstd"), recon=("smooth_l1", "mse"),
-                       mmd_distance=("sum", "mean"), kl_direction=("paper", "reference"),
-                       mmd_target=("prior", "standard_normal"), prior_mode=("aggregate", "reference", "gmm"),
-                       log_to=("none", "wandb", "tensorboard"))
-        for name, allowed in choices.items():
+        for name, allowed in ALIGN_CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"AlignConfig.{name}={getattr(self, name)!r}; choose from {allowed}")
         if self.steps < 1 or self.batch_size < 2:

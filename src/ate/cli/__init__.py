@@ -22,7 +22,9 @@ COMMANDS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ate", description="Align-Then-stEer: align action chunks of source and target data in one latent space, then steer fine-tuning with latent guidance.")
+    from ate.cli._options import ArgumentParser
+
+    parser = ArgumentParser(prog="ate", description="Align-Then-stEer: align action chunks of source and target data in one latent space, then steer fine-tuning with latent guidance.")
     from ate import __version__
 
     parser.add_argument("--version", action="version", version=f"ate {__version__}")
