@@ -151,9 +151,9 @@ def _load_data(data, name: str):
     return data
 
 
-def _make_datasets(eps, cfg: AlignConfig, normalizer, horizon: int):
+def _make_datasets(eps, cfg: AlignConfig, normalizer, horizon: int, main: bool = True):
+    """(train, val or None, normalizer). `main`: this process reports the split (rank 0 only)."""
     from ate.data import ChunkDataset, Normalizer, split_episodes
-    from ate.data.chunks import num_val_episodes
 
     if normalizer is None:
         normalizer = Normalizer.fit(eps, mode=cfg.normalization)
@@ -169,7 +169,7 @@ def _make_datasets(eps, cfg: AlignConfig, normalizer, horizon: int):
             raise DataError(f"{eps.source}: no episode has the {horizon} frames one chunk needs under --pad drop "
                             f"(longest: {eps.episode_names[longest]}, {int(lengths[longest])} frames); "
                             "use --pad repeat or a smaller --horizon")
-        if short:
+        if short and main:
             logger.warning("%s: %d of %d episodes are shorter than horizon %d and are skipped under --pad drop: %s",
                            eps.source, len(short), len(lengths), horizon,
                            ", ".join(short[:5]) + (", ..." if len(short) > 5 else ""))
@@ -177,19 +177,20 @@ def _make_datasets(eps, cfg: AlignConfig, normalizer, horizon: int):
     train_idx, val_idx = usable[train_i], usable[val_i]
     train = ChunkDataset(eps, horizon=horizon, normalizer=normalizer, pad=cfg.pad, episodes=train_idx)
     val = ChunkDataset(eps, horizon=horizon, normalizer=normalizer, pad=cfg.pad, episodes=val_idx) if len(val_idx) else None
+    info = logger.info if main else logger.debug
     if val is not None:
-        logger.info("validation: %d of %d episodes held out (floor(%d x val_ratio %g)), %d training windows, "
-                    "%d validation windows; model/ = the best validation checkpoint", len(val_idx), len(usable),
-                    len(usable), cfg.val_ratio, len(train), len(val))
+        info("validation: %d of %d episodes held out (floor(%d x val_ratio %g)), %d training windows, %d validation "
+             "windows; model/ = the best validation checkpoint", len(val_idx), len(usable), len(usable), cfg.val_ratio,
+             len(train), len(val))
     else:
         need = math.ceil(1 / cfg.val_ratio - 1e-9) if cfg.val_ratio > 0 else None
         why = f"val_ratio {cfg.val_ratio:g} holds out floor(E x val_ratio) episodes, none below {need}" if need \
             else "val_ratio 0"
-        logger.info("validation: none (%d episodes; %s): all %d windows train, no val_* metrics, model/ = the last "
-                    "checkpoint", len(usable), why, len(train))
+        info("validation: none (%d episodes; %s): all %d windows train, no val_* metrics, model/ = the last "
+             "checkpoint", len(usable), why, len(train))
     if len(train) < cfg.batch_size:
-        logger.info("%d training windows < batch_size %d: each batch repeats windows (cycling a shuffled order, "
-                    "fresh noise per repeat)", len(train), cfg.batch_size)
+        info("%d training windows < batch_size %d: each batch repeats windows (cycling a shuffled order, fresh noise "
+             "per repeat)", len(train), cfg.batch_size)
     return train, val, normalizer
 
 
@@ -325,7 +326,7 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
         raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
     local_bs = cfg.batch_size // world
     torch.manual_seed(cfg.seed)
-    train, val, normalizer = _make_datasets(eps, cfg, normalizer, horizon)
+    train, val, normalizer = _make_datasets(eps, cfg, normalizer, horizon, main)
     overrides = {"latent_dim": cfg.latent_dim} if cfg.latent_dim else {}
     vae_cfg = VAEConfig.preset(cfg.preset, action_dim=eps.dim, horizon=horizon, **overrides)
     if prior is not None and prior.latent_dim != vae_cfg.latent_dim:
