@@ -45,6 +45,16 @@ def test_config_validation_error_is_one_line():
     assert line.startswith("ate bench: error: MetaWorld has one arm"), line
 
 
+@pytest.mark.parametrize("args,expected", [
+    (["policy", "finetune", "--data", "d", "--out", "o", "--init", "i", "--guidance", "ate"],
+     "ate policy finetune: error: --guidance ate needs --vae"),
+    (["policy", "pretrain", "--data", "d", "--out", "o", "--policy-config", '{"horizon": 8'],
+     "ate policy pretrain: error: --policy-config: neither a JSON object nor a JSON file"),
+])
+def test_inconsistent_options_are_one_line(args, expected):
+    assert error_line(ate(*args), code=1).startswith(expected)
+
+
 def test_a_real_bug_keeps_its_traceback(monkeypatch):
     """Only ate's own errors become one line; anything else (a bug) propagates with its traceback."""
     import ate.cli as cli
@@ -110,5 +120,5 @@ def test_missing_log_backend_names_package_and_extra(backend, tmp_path):
     np.savez(tmp_path / "d.npz", action=np.zeros((20, 2), np.float32) + np.arange(20)[:, None], episode_ends=[10, 20])
     line = error_line(ate("align", "stage1", "--data", tmp_path / "d.npz", "--out", tmp_path / "run", "--steps", 2,
                           "--log-to", backend, "--wandb-project", "mine"), code=1)
-    assert line == f"ate align: error: --log-to {backend} needs '{backend}': pip install 'align-then-steer[log]'"
+    assert line == f"ate align stage1: error: --log-to {backend} needs '{backend}': pip install 'align-then-steer[log]'"
     assert not (tmp_path / "run").exists()

@@ -83,6 +83,9 @@ def test_resume_says_so_and_a_changed_option_is_named(demos, stage1, tmp_path):
     line = one_line_error(ate("align", "stage2", "--data", demos["two"], "--source", stage1, "--out", out,
                               "--steps", 4, "--lr", "1e-3", *VAE))
     assert "different configuration: --lr 0.0001 (checkpoint) vs 0.001 (now)" in line
+    line = one_line_error(ate("align", "stage2", "--data", demos["one"], "--source", stage1, "--out", out,
+                              "--steps", 4, *VAE))
+    assert f"trained on different data than {demos['one']} (normalisation stats differ)" in line
 
 
 @pytest.fixture(scope="module")

@@ -355,9 +355,14 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
                                   "use a new --out directory or the same options to resume")
         # other data (other D, other statistics) would otherwise fail deep in load_state_dict or, worse,
         # silently continue on different data
-        if saved.get("vae_config") != vae_cfg.to_dict() or saved.get("normalizer") != json.loads(json.dumps(meta["normalizer"])):
-            raise CheckpointError(f"{last} was trained on different data (action dims / normalisation stats differ "
-                                  f"from {eps.source}); use a new --out directory or the same data to resume")
+        old_vae, new_vae = saved.get("vae_config") or {}, vae_cfg.to_dict()
+        what = [f"{k} {old_vae.get(k)!r} (checkpoint) vs {new_vae.get(k)!r} (now)"
+                for k in sorted(old_vae.keys() | new_vae.keys()) if old_vae.get(k) != new_vae.get(k)]
+        if saved.get("normalizer") != json.loads(json.dumps(meta["normalizer"])):
+            what.append("normalisation stats differ")
+        if what:
+            raise CheckpointError(f"{last} was trained on different data than {eps.source} ({'; '.join(what)}); "
+                                  "use a new --out directory or the same data to resume")
         vae.load_state_dict(load_tensors(last / "model.safetensors"))
         state = load_training_state(last / "training_state", opt, {"noise": g_noise})
         step, best = state["step"], state["best"]

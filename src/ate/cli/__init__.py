@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ATEError as exc:
-        print(f"ate {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{getattr(args, 'prog_name', f'ate {args.command}')}: error: {exc}", file=sys.stderr)
         return 1
 
 

@@ -14,7 +14,12 @@ import typing
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with one-line errors: the usage block of a command with 40 options would bury the message.
-    Sub-parsers inherit the class (``add_subparsers`` uses ``type(self)``)."""
+    Sub-parsers inherit the class (``add_subparsers`` uses ``type(self)``); each records its prog, so an
+    error raised while the command runs is reported as ``ate policy finetune: error: ...`` too."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.set_defaults(prog_name=self.prog)  # the innermost sub-command's value wins
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

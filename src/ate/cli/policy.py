@@ -12,8 +12,16 @@ def _policy_config(text: str | None) -> dict:
         return {}
     from pathlib import Path
 
+    from ate.errors import ConfigError
+
     p = Path(text)
-    return json.loads(p.read_text() if p.is_file() else text)
+    try:
+        value = json.loads(p.read_text() if p.is_file() else text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--policy-config: neither a JSON object nor a JSON file: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"--policy-config: expected a JSON object, got {text!r}")
+    return value
 
 
 def register(sub) -> None:
@@ -115,7 +123,11 @@ def _pretrain(args) -> int:
 
 
 def _finetune(args) -> int:
+    from ate.errors import ConfigError
     from ate.policies.train import finetune
+
+    if args.guidance == "ate" and not args.vae:
+        raise ConfigError("--guidance ate needs --vae <adaptation VAE dir> (ate align stage2 --out ...)")
 
     finetune(args.data, args.out, init=args.init, guidance=args.guidance, vae=args.vae, scale=args.scale,
              clamp=args.clamp, sign=args.sign, encoder_mode=args.encoder_mode, reduction=args.reduction,
