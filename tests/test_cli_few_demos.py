@@ -70,6 +70,10 @@ def test_pad_drop_skips_a_short_episode_by_name(demos, stage1, tmp_path):
                  "--pad", "drop", "--val-ratio", 0.5, *VAE))  # whatever the split, the short one is never in it
     assert "1 of 4 episodes are shorter than horizon 8 and are skipped under --pad drop: ep_003.hdf5" in err
     assert "validation: 1 of 3 episodes held out" in err
+    exact = write_demos(tmp_path / "exact", "panda", 4, 6, n_eps=2, T=8)  # one window each: nothing to validate on
+    err = ok(ate("align", "stage2", "--data", exact, "--source", stage1, "--out", tmp_path / "e", "--steps", 2,
+                 "--pad", "drop", "--val-ratio", 0.5, *VAE))
+    assert "validation: none (2 episodes; the 1 held-out episode(s) give 1 window, the MMD needs 2, so they train)" in err
     line = one_line_error(ate("align", "stage2", "--data", tmp_path / "short", "--source", stage1, "--out",
                               tmp_path / "s", "--steps", 2, "--pad", "drop", *VAE))
     assert "no episode has the 8 frames one chunk needs under --pad drop (longest: ep_000.hdf5, 5 frames)" in line

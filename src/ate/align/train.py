@@ -178,14 +178,19 @@ def _make_datasets(eps, cfg: AlignConfig, normalizer, horizon: int, main: bool =
     train = ChunkDataset(eps, horizon=horizon, normalizer=normalizer, pad=cfg.pad, episodes=train_idx)
     val = ChunkDataset(eps, horizon=horizon, normalizer=normalizer, pad=cfg.pad, episodes=val_idx) if len(val_idx) else None
     info = logger.info if main else logger.debug
+    why = None
+    if val is not None and len(val) < 2:  # one window cannot be validated (the MMD needs pairs): train on it
+        why = f"the {len(val_idx)} held-out episode(s) give {len(val)} window, the MMD needs 2, so they train"
+        train, val = ChunkDataset(eps, horizon=horizon, normalizer=normalizer, pad=cfg.pad, episodes=usable), None
     if val is not None:
         info("validation: %d of %d episodes held out (floor(%d x val_ratio %g)), %d training windows, %d validation "
              "windows; model/ = the best validation checkpoint", len(val_idx), len(usable), len(usable), cfg.val_ratio,
              len(train), len(val))
     else:
-        need = math.ceil(1 / cfg.val_ratio - 1e-9) if cfg.val_ratio > 0 else None
-        why = f"val_ratio {cfg.val_ratio:g} holds out floor(E x val_ratio) episodes, none below {need}" if need \
-            else "val_ratio 0"
+        if why is None:
+            need = math.ceil(1 / cfg.val_ratio - 1e-9) if cfg.val_ratio > 0 else None
+            why = f"val_ratio {cfg.val_ratio:g} holds out floor(E x val_ratio) episodes, none below {need}" if need \
+                else "val_ratio 0"
         info("validation: none (%d episodes; %s): all %d windows train, no val_* metrics, model/ = the last "
              "checkpoint", len(usable), why, len(train))
     if len(train) < cfg.batch_size:
