@@ -45,12 +45,15 @@ def _rows(run):
 @pytest.mark.parametrize("stage", [1, 2])
 def test_resume_in_process_matches_uninterrupted(src, tmp_path, stage):
     n, k = 20, 10
+    # the interrupted run is simulated by a shorter `steps`; the cosine LR horizon is pinned so that both
+    # follow the same schedule (a longer `steps` on resume otherwise re-times the remaining decay)
+    opts = {**OPTS, "lr_decay_steps": n}
     if stage == 1:
-        run = lambda out, steps: train_stage1(src, out, AlignConfig(steps=steps, **OPTS))  # noqa: E731
+        run = lambda out, steps: train_stage1(src, out, AlignConfig(steps=steps, **opts))  # noqa: E731
     else:
         m1 = train_stage1(src, tmp_path / "s1", AlignConfig(steps=4, **OPTS))
         tgt = write_toy_npz(tmp_path / "tgt.npz", 10, 40, 3, seed=1, domain="target")
-        run = lambda out, steps: train_stage2(tgt, out, m1, AlignConfig(steps=steps, **OPTS))  # noqa: E731
+        run = lambda out, steps: train_stage2(tgt, out, m1, AlignConfig(steps=steps, **opts))  # noqa: E731
     run(tmp_path / "full", n)
     run(tmp_path / "resumed", k)
     assert json.loads((tmp_path / "resumed" / "last" / "training_state" / "state.json").read_text())["step"] == k

@@ -125,6 +125,7 @@ def test_state_extras_and_attrs(tmp_path):
     ep, start = ds.window_index(8)
     item = ds[8]
     raw_state = states.episode(ep)[start]
+    # float32 normalise → unnormalise: a few ulp of the O(1) states
     np.testing.assert_allclose(snorm.unnormalize(item["state"].numpy()), raw_state, rtol=1e-5, atol=1e-5)
     assert item["task"] == f"task_{ep % 2}" and item["robot"] == "panda"
     assert ds.attrs(8)["success"] == bool(ep % 2)

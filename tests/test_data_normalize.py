@@ -28,6 +28,7 @@ def test_minmax_range_and_round_trip():
     np.testing.assert_allclose(y[:, live].min(0), -1, atol=1e-6)
     np.testing.assert_allclose(y[:, live].max(0), 1, atol=1e-6)
     np.testing.assert_allclose(y[:, 2], 0.0, atol=1e-6)  # constant dim: shifted to 0, not blown up
+    # float32 round trip: ~4 rounded ops on values of magnitude ≤ ~130 (ulp 1.5e-5): ≲ 6e-5 absolute
     np.testing.assert_allclose(norm.unnormalize(y), x, rtol=1e-5, atol=1e-4)
 
 
@@ -41,6 +42,7 @@ def test_meanstd_matches_numpy_and_round_trips_in_torch():
     y = norm.normalize(t)
     assert isinstance(y, torch.Tensor) and y.dtype == torch.float32 and y.shape == t.shape
     live = y.reshape(-1, 4)[:, [0, 1, 3]]
+    # float32 statistics of 5000 normalised values: summation error ≲ √n·u·max|y| ≈ 3e-5 (pairwise sums)
     torch.testing.assert_close(live.mean(0), torch.zeros(3), atol=1e-4, rtol=0)
     torch.testing.assert_close(live.std(0, unbiased=False), torch.ones(3), atol=1e-4, rtol=0)
     torch.testing.assert_close(norm.unnormalize(y), t, rtol=1e-5, atol=1e-4)

@@ -1,10 +1,14 @@
-"""Two CPU processes (torchrun, gloo) reach the same weights as one process with the doubled batch.
+"""Two CPU processes (torchrun, gloo) reach the same weights as one process with the doubled batch: plain
+pretraining, and ATE fine-tuning with padded windows (ranks hold different numbers of valid loss elements),
+the reference reduction (a batch mean) and sampled-encoder guidance (a random ξ per sample).
 
-Run as a script by torchrun (see `_train`); as a test it launches both runs and compares the weights.
+Run as a script by torchrun (see `_main`); as a test it launches the runs and compares the weights. All runs
+train in float64: see the tolerance argument in `_max_diff`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,45 +19,107 @@ import torch
 
 HERE = Path(__file__).parent
 CFG = {"horizon": 8, "state_dim": 8, "width": 32, "depth": 1, "heads": 2, "cond_dim": 32}
+# global batch 16: one process takes all 16, two processes 8 each (same indices, noise and ξ, sliced)
+COMMON = dict(batch_size=16, lr=1e-3, warmup_steps=2, log_every=3, progress=False, ema_decay=0.9, save_every=3)
+WEIGHTS = "pretrained_model/model.safetensors"
+TOL = 1e-6
 
 
-def _train(data: str, out: str) -> None:
+def _main(mode: str, data: str, out: str, init: str | None = None) -> None:
     sys.path.insert(0, str(HERE))
-    from ate.policies.train import pretrain
+    from test_policies_helpers import StandInVAE
 
-    # global batch 16: one process takes all 16, two processes 8 each (same indices and noise, sliced).
-    # pad="drop": every sample has the same number of valid loss elements, so the mean of the two
-    # per-process masked means is the global masked mean.
-    pretrain(data, out, policy="pi0", policy_config=CFG, steps=6, batch_size=16, lr=1e-3, warmup_steps=2,
-             log_every=3, progress=False, ema_decay=0.9, pad="drop")
+    from ate.policies import load_policy
+    from ate.policies.train import finetune, pretrain
+
+    torch.set_default_dtype(torch.float64)  # weights, noise, data and the VAE (train_loop casts to the weights)
+    if mode == "pretrain":
+        # pad="drop": every window has all 8 steps; the pretraining arm of the test has no padding
+        pretrain(data, out, policy="pi0", policy_config=CFG, steps=6, pad="drop", **COMMON)
+        return
+    norm = load_policy(init).normalizers["panda"]["action"]  # same robot: the pretrained action space
+    kw = dict(guidance="ate", vae=StandInVAE(4, CFG["horizon"], norm), scale=20.0, clamp=None,
+              encoder_mode="sample", reduction="reference") if mode == "ate" else dict(guidance="off")
+    finetune(data, out, init=init, steps=6, pad="repeat", **kw, **COMMON)
+
+
+def _run(tmp_path: Path, nproc: int, *args) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
+    launch = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                  "--nproc_per_node", str(nproc)]
+    r = subprocess.run([*launch, str(Path(__file__)), *map(str, args)], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def _weights(run: Path, sub: str = WEIGHTS) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    w = load_file(run / sub)
+    assert all(v.dtype == torch.float64 for v in w.values())
+    return w
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    """Largest weight difference. Tolerance TOL: the runs differ only in float summation order (DDP averages
+    two half-batch gradients, one process sums the whole batch; the global valid-element count and guidance
+    mean are reassembled from two halves). In float64 a gradient element then differs by <= ~n·u·Σ|terms|,
+    u = 1.1e-16, n <= 1e3 terms here: ~1e-13 of the gradient scale. AdamW's step lr·m/(sqrt(v)+eps) has
+    sensitivity <= lr/eps = 1e-3/1e-8 = 1e5 to the gradient (worst case |g| ~ eps), so a weight moves by
+    <= ~1e-8 differently per step, ~6e-8 after 6 steps: TOL = 1e-6 is > 10x that worst case, while a real
+    mismatch (other slice, other noise or ξ, a per-rank mean) changes Adam's steps by O(lr) = 1e-3.
+    (In float32, u = 6e-8, the same bound reaches the full step lr: a float32 comparison after Adam has no
+    meaningful tolerance, which is why this test once failed at 4.7e-5 against a 2e-5 bound.)"""
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    import sys as _sys
+
+    _sys.path.insert(0, str(HERE))
+    from test_policies_helpers import write_demos
+
+    root = tmp_path_factory.mktemp("dist")
+    src = write_demos(root / "src", "panda", 4, 6, n_eps=3, T=16)
+    # target episodes of 11 and 13 frames: windows near the ends are padded, so the two ranks' slices hold
+    # different numbers of valid elements
+    tgt = write_demos(root / "tgt1", "panda", 4, 6, n_eps=1, T=11, task="push", seed=1)
+    write_demos(root / "tgt2", "panda", 4, 6, n_eps=1, T=13, task="push", seed=2)
+    (root / "tgt2" / "ep_000.hdf5").rename(tgt / "ep_001.hdf5")
+    _run(root, 1, "pretrain", src, root / "pre1")
+    _run(root, 2, "pretrain", src, root / "pre2")
+    pre = root / "pre1"
+    for mode in ("off", "ate"):
+        _run(root, 1, mode, tgt, root / f"{mode}1", pre)
+    _run(root, 2, "ate", tgt, root / "ate2", pre)
+    return root
 
 
 @pytest.mark.dist
-def test_two_processes_match_one_process_with_doubled_batch(tmp_path):
-    sys.path.insert(0, str(HERE))
-    from test_policies_helpers import write_demos
+def test_two_processes_match_one_process_with_doubled_batch(runs):
+    assert json.loads((runs / "pre2" / "train_config.json").read_text())["world_size"] == 2
+    diff = _max_diff(_weights(runs / "pre1"), _weights(runs / "pre2"))
+    assert diff < TOL, diff
+    moved = _max_diff(_weights(runs / "pre1"), _weights(runs / "pre1", f"checkpoints/000003/{WEIGHTS}"))
+    assert moved > 100 * TOL, moved  # steps 4-6 moved the weights by far more than the tolerance
+    logs = [json.loads(x)["loss"] for x in (runs / "pre1" / "metrics.jsonl").read_text().splitlines()]
+    assert logs[-1] < logs[0]  # it trained
 
-    from ate.policies import load_policy
 
-    data = write_demos(tmp_path / "demos", "panda", 4, 6, n_eps=3, T=16)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
-    script = [str(Path(__file__)), str(data)]
-    one = subprocess.run([sys.executable, *script, str(tmp_path / "one")], env=env, capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          *script, str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stderr[-3000:]
-    import json
-
-    assert json.loads((tmp_path / "two" / "train_config.json").read_text())["world_size"] == 2
-    a, b = load_policy(tmp_path / "one").state_dict(), load_policy(tmp_path / "two").state_dict()
-    assert a.keys() == b.keys()
-    diff = max((a[k] - b[k]).abs().max().item() for k in a)
-    assert diff < 2e-5, diff
-    logs = [[json.loads(x)["loss"] for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()] for r in ("one", "two")]
-    assert logs[0][-1] < logs[0][0]  # it trained (rank 0 logs its half-batch loss in the 2-process run)
+@pytest.mark.dist
+def test_two_processes_match_one_process_with_guidance_and_padding(runs):
+    one, two = _weights(runs / "ate1"), _weights(runs / "ate2")
+    diff = _max_diff(one, two)
+    assert diff < TOL, diff
+    # not vacuous: the guidance moved the weights away from plain fine-tuning by far more than the tolerance
+    assert _max_diff(one, _weights(runs / "off1")) > 100 * TOL
+    rec = json.loads((runs / "ate2" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert rec["guidance_norm"] > 0
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    _train(sys.argv[1], sys.argv[2])
+    _main(*sys.argv[1:])

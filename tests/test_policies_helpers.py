@@ -12,23 +12,10 @@ from torch import nn
 
 def write_demos(root: Path, robot: str, action_dim: int, state_dim: int, n_eps: int = 4, T: int = 20,
                 task: str = "reach", seed: int = 0) -> Path:
-    """One HDF5 per episode (/action, /observations/state, attrs task/robot), like the bench writes them.
-    Actions are a smooth deterministic function of the episode's start state, so a policy can overfit."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    for e in range(n_eps):
-        s0 = rng.uniform(-1, 1, state_dim).astype(np.float32)
-        t = np.linspace(0, 1, T, dtype=np.float32)[:, None]
-        w = np.linspace(0.5, 1.5, action_dim, dtype=np.float32)[None]
-        act = np.sin(2 * t * w + s0[:action_dim].sum()).astype(np.float32) * (1 + 0.1 * np.arange(action_dim))
-        state = (s0[None] + 0.1 * t).astype(np.float32)
-        with h5py.File(root / f"ep_{e:03d}.hdf5", "w") as f:
-            f["action"] = act
-            f["observations/state"] = state
-            f.attrs["task"] = task
-            f.attrs["robot"] = robot
-            f.attrs["success"] = True
-    return root
+    """`ate.bench.synthetic.write_policy_demos` (one HDF5 per episode, actions a smooth function of the state)."""
+    from ate.bench.synthetic import write_policy_demos
+
+    return write_policy_demos(root, robot, action_dim, state_dim, n_eps, T, task, seed)
 
 
 class StandInVAE:

@@ -23,3 +23,8 @@ class ConfigError(ATEError, ValueError):
 
 class MissingDependencyError(ATEError, ImportError):
     """An optional package that the chosen option needs is not installed (the message has the pip command)."""
+
+
+class SimError(ATEError, RuntimeError):
+    """A simulator env or scripted expert cannot be built, is not supported for a robot / task, or fails
+    during an episode. The message names suite / task / robot (and the seed, for an episode)."""

@@ -20,6 +20,15 @@ Resume: re-running the same command with the same ``out_dir`` continues from ``l
 noise draws and LR schedule are functions of (seed, step) plus saved generator states, so an interrupted
 run ends with exactly the weights of an uninterrupted one.
 
+Device: ``device="auto"`` trains on this process's GPU when torch sees one, else on the CPU; bf16 autocast runs
+on that device. Batch indices, reparameterisation noise and MMD targets are drawn on the CPU from seeded
+generators and moved, so the random draws do not depend on the device.
+
+Learning rate: ``lr_schedule="cosine"`` (default) warms up over ``warmup_steps`` and decays per step to
+``min_lr`` at ``lr_decay_steps`` (default ``steps``), whatever the dataset size; ``"epoch_decay"`` is the reference trainer's ×``lr_decay``
+per epoch, which on a few target demos (a handful of steps per epoch) collapses the LR within a few hundred
+steps.
+
 Scale-out: launched under ``torchrun --nproc_per_node N`` (gloo on CPU, nccl on GPU) every rank draws the
 *global* batch's indices and noise and keeps its slice; the MMD is computed on latents gathered from all
 ranks (autograd-aware all_gather), so N processes with batch B/N reproduce one process with batch B.
@@ -58,7 +67,8 @@ logger = logging.getLogger(__name__)
 ALIGN_CHOICES = dict(pad=("repeat", "drop"), normalization=("minmax", "meanstd"), recon=("smooth_l1", "mse"),
                      mmd_distance=("sum", "mean"), kl_direction=("paper", "reference"),
                      mmd_target=("prior", "standard_normal"), prior_mode=("aggregate", "reference", "gmm"),
-                     log_to=("none", "wandb", "tensorboard"))
+                     log_to=("none", "wandb", "tensorboard"), lr_schedule=("cosine", "epoch_decay"),
+                     device=("auto", "cpu", "cuda"))
 
 
 @dataclass
@@ -92,10 +102,14 @@ class AlignConfig:
     batch_size: int = 64
     lr: float = 1e-4
     weight_decay: float = 1e-4
-    lr_decay: float = 0.95  # per epoch (staircase), floored at min_lr
+    lr_schedule: str = "cosine"  # cosine (per step, warm-up, to min_lr at lr_decay_steps) | epoch_decay (reference)
+    warmup_steps: int = 0
+    lr_decay_steps: int | None = None  # cosine horizon (default: steps; fix it to extend a run on resume)
+    lr_decay: float = 0.95  # epoch_decay: per epoch (staircase), floored at min_lr
     min_lr: float = 1e-6
     grad_clip: float | None = None
     bf16: bool = False  # bf16 autocast for the forward pass (losses in fp32)
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda
     seed: int = 0
     # bookkeeping
     log_every: int = 50
@@ -123,11 +137,12 @@ class AlignConfig:
 
 # --------------------------------------------------------------------------------------------------
 # distributed helpers (no-ops in a single process)
-def _dist_info() -> tuple[int, int]:
+def _dist_info(device: torch.device | None = None) -> tuple[int, int]:
+    """(rank, world size); under torchrun the first call joins the process group (nccl for GPU training)."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        dist.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
+        dist.init_process_group("nccl" if device is not None and device.type == "cuda" else "gloo")
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
@@ -199,9 +214,9 @@ def _make_datasets(eps, cfg: AlignConfig, normalizer, horizon: int, main: bool =
     return train, val, normalizer
 
 
-def _batch(dataset, indices) -> dict[str, torch.Tensor]:
+def _batch(dataset, indices, device: torch.device) -> dict[str, torch.Tensor]:
     out = dataset[np.asarray(indices, dtype=np.int64)]  # one vectorised gather (lazy storage friendly)
-    return {"action": out["action"], "is_pad": out["is_pad"]}
+    return {"action": out["action"].to(device, non_blocking=True), "is_pad": out["is_pad"].to(device)}
 
 
 def _step_of(line: str) -> float:
@@ -262,7 +277,7 @@ def _log_line(row: dict) -> str:
 def _loss_terms(vae, a, is_pad, cfg: AlignConfig, prior: PriorSummary | None, noise, target_samples, world):
     """Loss of one (local) batch. noise: reparameterisation noise for this rank's slice; target_samples:
     the global batch of MMD target samples (identical on every rank)."""
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+    with torch.autocast(a.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
         recon, z, mu, logvar = vae(a, noise=noise)
     recon, z, mu, logvar = recon.float(), z.float(), mu.float(), logvar.float()
     rec = reconstruction_loss(recon, a, cfg.recon, is_pad)
@@ -282,7 +297,7 @@ def _loss_terms(vae, a, is_pad, cfg: AlignConfig, prior: PriorSummary | None, no
 
 
 @torch.no_grad()
-def _validate(vae, val, cfg: AlignConfig, prior: PriorSummary | None) -> dict:
+def _validate(vae, val, cfg: AlignConfig, prior: PriorSummary | None, device: torch.device) -> dict:
     g = torch.Generator().manual_seed(cfg.seed + 12345)  # fixed: validation is comparable across steps
     vae.eval()
     sums, n = {"recon": 0.0, "kl": 0.0, "mmd": 0.0, "loss": 0.0}, 0
@@ -294,9 +309,9 @@ def _validate(vae, val, cfg: AlignConfig, prior: PriorSummary | None) -> dict:
         idx = order[start:start + bs]
         if len(idx) < 2:
             break
-        b = _batch(val, idx)
-        noise = torch.randn(len(idx), vae.latent_dim, generator=g)
-        tgt = _mmd_targets(len(idx), vae.latent_dim, cfg, prior, g)
+        b = _batch(val, idx, device)
+        noise = torch.randn(len(idx), vae.latent_dim, generator=g).to(device)
+        tgt = _mmd_targets(len(idx), vae.latent_dim, cfg, prior, g).to(device)
         loss, terms = _loss_terms(vae, b["action"], b.get("is_pad"), cfg, prior, noise, tgt, 1)
         for k, v in terms.items():
             sums[k] += v * len(idx)
@@ -306,8 +321,9 @@ def _validate(vae, val, cfg: AlignConfig, prior: PriorSummary | None) -> dict:
     return {f"val_{k}": v / max(n, 1) for k, v in sums.items()}
 
 
-# options that may change between an interrupted run and its resumption (longer runs, other logging)
-_FREE_ON_RESUME = {"steps", "progress", "log_to", "wandb_project", "log_every", "eval_every", "save_every"}
+# options that may change between an interrupted run and its resumption (longer runs, other logging, moving
+# the run to another device)
+_FREE_ON_RESUME = {"steps", "progress", "log_to", "wandb_project", "log_every", "eval_every", "save_every", "device"}
 
 
 def _resume_key(d: dict) -> dict:
@@ -322,7 +338,10 @@ def _mmd_targets(n: int, z_dim: int, cfg: AlignConfig, prior: PriorSummary | Non
 
 def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | None, normalizer,
            horizon: int, source_ckpt: str | None) -> Path:
-    rank, world = _dist_info()
+    from ate.training import cosine_lr_factor, resolve_device
+
+    device = resolve_device(cfg.device)
+    rank, world = _dist_info(device)
     main = rank == 0
     out_dir = Path(out_dir)
     if cfg.log_to != "none":  # a missing logging package fails before any work
@@ -337,7 +356,7 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
     if prior is not None and prior.latent_dim != vae_cfg.latent_dim:
         raise ShapeMismatchError(f"stage-1 prior has Z={prior.latent_dim} but the stage-2 VAE has Z={vae_cfg.latent_dim}; "
                                  "source and target VAEs must share the latent size")
-    vae = ActionVAE(vae_cfg)
+    vae = ActionVAE(vae_cfg).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     g_noise = torch.Generator().manual_seed(cfg.seed + 1)
     step, best = 0, math.inf
@@ -368,7 +387,7 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
         if what:
             raise CheckpointError(f"{last} was trained on different data than {eps.source} ({'; '.join(what)}); "
                                   "use a new --out directory or the same data to resume")
-        vae.load_state_dict(load_tensors(last / "model.safetensors"))
+        vae.load_state_dict(load_tensors(last / "model.safetensors"))  # copies onto the device
         state = load_training_state(last / "training_state", opt, {"noise": g_noise})
         step, best = state["step"], state["best"]
         if main:
@@ -379,11 +398,14 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
                                                  "num_episodes": eps.num_episodes})
     model = vae
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(vae)
+        model = torch.nn.parallel.DistributedDataParallel(vae, device_ids=[device.index] if device.type == "cuda" else None)
     metrics = _Logger(out_dir, cfg, step, main)
 
     def lr_at(s: int) -> float:
-        return max(cfg.lr * cfg.lr_decay ** (s // steps_per_epoch), cfg.min_lr)
+        if cfg.lr_schedule == "epoch_decay":
+            return max(cfg.lr * cfg.lr_decay ** (s // steps_per_epoch), cfg.min_lr)
+        horizon = cfg.lr_decay_steps or cfg.steps
+        return cfg.lr * cosine_lr_factor(s, horizon, cfg.warmup_steps, floor=min(cfg.min_lr / cfg.lr, 1.0))
 
     def save(kind: str, with_state: bool) -> None:
         save_vae_checkpoint(out_dir / kind, vae, meta, prior=None, training=(opt, {"noise": g_noise},
@@ -406,9 +428,10 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
         start = (pos * cfg.batch_size) % len(train)
         glob = perm.repeat(cfg.batch_size // len(train) + 2)[start:start + cfg.batch_size]
         mine = glob[rank * local_bs:(rank + 1) * local_bs]
-        b = _batch(train, mine)
+        b = _batch(train, mine, device)
         noise = torch.randn(cfg.batch_size, vae_cfg.latent_dim, generator=g_noise)[rank * local_bs:(rank + 1) * local_bs]
-        targets = _mmd_targets(cfg.batch_size, vae_cfg.latent_dim, cfg, prior, g_noise)
+        noise = noise.to(device)
+        targets = _mmd_targets(cfg.batch_size, vae_cfg.latent_dim, cfg, prior, g_noise).to(device)
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         loss, terms = _loss_terms(model, b["action"], b.get("is_pad"), cfg, prior, noise, targets, world)
@@ -431,7 +454,7 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
                    "samples_per_s": n_log / max(dt, 1e-9)}
             t_log, n_log = time.perf_counter(), 0
         if val is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
-            v = _validate(vae, val, cfg, prior)
+            v = _validate(vae, val, cfg, prior, device)
             row = {**(row or {"step": step, "epoch": epoch}), **v}
             if v["val_loss"] < best:
                 best = v["val_loss"]

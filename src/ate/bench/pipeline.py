@@ -371,7 +371,7 @@ def run_bench(config: BenchConfig, command: str | None = None) -> dict[str, Any]
     import torch
 
     from ate.bench.report import build_results, write_report
-    from ate.bench.sims import evaluate, generate_demos
+    from ate.bench.sims import check_expert, evaluate, generate_demos
     from ate.checkpoint import write_json_atomic
 
     cfg = config
@@ -399,6 +399,10 @@ def run_bench(config: BenchConfig, command: str | None = None) -> dict[str, Any]
         demo_info.append(_expert_stats(folder, cfg.suite, task, robot, cfg.demo_seed, paths))
         return [Path(p) for p in paths]
 
+    # a robot whose scripted expert does not work is refused (one-line SimError) before any demo is made
+    for robot, tasks in [*((r, cfg.source_tasks) for r in cfg.source_robots), (cfg.target_robot, cfg.target_tasks)]:
+        for task in tasks:
+            check_expert(cfg.suite, task, robot)
     log(f"demos -> {cfg.demo_root / cfg.suite}")
     source_dirs = [_link_dir(run / "data" / f"source-{t}-{r}", demos(t, r, cfg.n_source_demos))
                    for r in cfg.source_robots for t in cfg.source_tasks]

@@ -36,3 +36,27 @@ def write_toy_npz(path, num_episodes: int, length: int, dim: int, seed: int = 0,
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, action=np.concatenate(eps), episode_ends=np.cumsum([len(e) for e in eps]).astype(np.int64))
     return path
+
+
+def write_policy_demos(root, robot: str, action_dim: int, state_dim: int, n_eps: int = 4, T: int = 20,
+                       task: str = "reach", seed: int = 0) -> Path:
+    """One HDF5 per episode (/action, /observations/state, attrs task/robot/success), as the bench writes them.
+    Actions are a smooth deterministic function of the episode's start state, so a policy can overfit them."""
+    import h5py
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for e in range(n_eps):
+        s0 = rng.uniform(-1, 1, state_dim).astype(np.float32)
+        t = np.linspace(0, 1, T, dtype=np.float32)[:, None]
+        w = np.linspace(0.5, 1.5, action_dim, dtype=np.float32)[None]
+        act = np.sin(2 * t * w + s0[:action_dim].sum()).astype(np.float32) * (1 + 0.1 * np.arange(action_dim))
+        state = (s0[None] + 0.1 * t).astype(np.float32)
+        with h5py.File(root / f"ep_{e:03d}.hdf5", "w") as f:
+            f["action"] = act
+            f["observations/state"] = state
+            f.attrs["task"] = task
+            f.attrs["robot"] = robot
+            f.attrs["success"] = True
+    return root

@@ -16,6 +16,7 @@ COMMANDS = [
     "bench_core",  # throughput / guidance overhead / memory figures
     "policy",  # pretrain / finetune / predict reference policies
     "bench",  # simulator benchmarks
+    "sims",  # simulator checks (expert coverage per robot × task)
     "demo",  # the quick end-to-end demo
     "lerobot",  # LeRobot integration helpers
 ]

@@ -85,7 +85,13 @@ ALIGN = {
                         number(int, lo=2)),
     "lr": Field("AdamW learning rate", POS),
     "weight_decay": Field("AdamW weight decay", NONNEG),
-    "lr_decay": Field("learning-rate factor per epoch (staircase), floored at --min-lr",
+    "lr_schedule": Field("cosine = per-step warm-up, then cosine to --min-lr at --lr-decay-steps; epoch_decay = "
+                         "the reference's per-epoch staircase (--lr-decay)", choices=ALIGN_CHOICES["lr_schedule"]),
+    "warmup_steps": Field("linear warm-up steps of the cosine schedule", INT_GE0),
+    "lr_decay_steps": Field("cosine horizon ('none' = --steps; fix it to extend a run on resume)",
+                            number(int, lo=1, none=True)),
+    "device": Field("auto = CUDA when present, else CPU", choices=ALIGN_CHOICES["device"]),
+    "lr_decay": Field("epoch_decay: learning-rate factor per epoch (staircase), floored at --min-lr",
                       number(float, lo=0, hi=1, lo_open=True)),
     "min_lr": Field("learning-rate floor", NONNEG),
     "grad_clip": Field("max gradient norm ('none' = no clipping)", number(float, lo=0, lo_open=True, none=True)),
@@ -103,6 +109,11 @@ ALIGN = {
 
 TRAIN = {
     "steps": Field("optimiser steps in total (a resumed run continues up to this)", INT_GE1),
+    "epochs": Field("budget rule instead of --steps: ceil(epochs × windows / batch) steps, clamped to "
+                    "[--min-steps, --max-steps] ('none' = use --steps)", number(float, lo=0, lo_open=True, none=True)),
+    "min_steps": Field("lower clamp of the --epochs budget rule", INT_GE1),
+    "max_steps": Field("upper clamp of the --epochs budget rule ('none' = no cap)", number(int, lo=1, none=True)),
+    "device": Field("auto = CUDA when present, else CPU", choices=("auto", "cpu", "cuda")),
     "batch_size": Field("global batch (split across processes); fewer windows than a batch are drawn with "
                         "replacement", INT_GE1),
     "lr": Field("AdamW peak learning rate", POS),

@@ -26,7 +26,7 @@ def _policy_config(text: str | None) -> dict:
 
 def register(sub) -> None:
     from ate.cli._fields import GUIDANCE, GUIDANCE_NOTE, INT_GE1
-    from ate.cli._options import add_dataclass_options, add_field_option
+    from ate.cli._options import add_dataclass_options, add_field_option, number
     from ate.policies.train import TrainConfig
 
     p = sub.add_parser("policy", help="pretrain / fine-tune (plain or ATE) / run the reference policies",
@@ -57,6 +57,12 @@ def register(sub) -> None:
     for name, default in (("scale", 2.0), ("clamp", 0.1), ("sign", "reference"), ("encoder_mode", "sample"),
                           ("reduction", "reference"), ("t_cap", None)):
         add_field_option(guidance, name, type(default) if default is not None else float, GUIDANCE[name], default)
+    f.add_argument("--adapter", choices=["full", "lora"], default="full",
+                   help="full: every weight trains; lora: peft LoRA adapters on every Linear / Conv1d (merged into the "
+                        "saved model), the parameter-efficient baseline (default: %(default)s)")
+    f.add_argument("--lora-rank", type=INT_GE1, default=8, help="LoRA rank r (default: %(default)s)")
+    f.add_argument("--lora-alpha", type=number(float, lo=0, lo_open=True, none=True), default=None,
+                   help="LoRA scale numerator (scale alpha / r; default 2r)")
     f.add_argument("--normalizer", default=None,
                    help="target action stats from a VAE dir / policy dir / Normalizer JSON (give both arms the same)")
     _data_opts(f)
@@ -131,7 +137,8 @@ def _finetune(args) -> int:
 
     finetune(args.data, args.out, init=args.init, guidance=args.guidance, vae=args.vae, scale=args.scale,
              clamp=args.clamp, sign=args.sign, encoder_mode=args.encoder_mode, reduction=args.reduction,
-             t_cap=args.t_cap, normalizer=args.normalizer, resume=args.resume, state_key=args.state_key,
+             t_cap=args.t_cap, normalizer=args.normalizer, adapter=args.adapter, lora_rank=args.lora_rank,
+             lora_alpha=args.lora_alpha, resume=args.resume, state_key=args.state_key,
              action_key=args.action_key, **_train_kw(args))
     print(f"policy written to {args.out}/pretrained_model")
     return 0

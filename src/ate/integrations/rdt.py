@@ -117,8 +117,7 @@ def rdt_guided_loss(guide: LatentGuidance, pred: torch.Tensor, target: torch.Ten
             raise ShapeMismatchError(f"action_mask has shape {tuple(action_mask.shape)}; expected (B, K, {D}) or (B, {D})")
     g, diag = guide.gradient(noisy_action, action_gt, timesteps, dim_mask=dim_mask, pad_mask=pad_mask,
                              generator=generator)
-    sign = -1.0 if guide.config.sign == "flipped" else 1.0
-    guided = pred + sign * guide.config.scale * g.to(pred.dtype)
+    guided = guide.steer(pred, g)
     if reduction == "masked":
         loss = masked_mse(guided, target, dim_mask, pad_mask)
     else:

@@ -34,7 +34,7 @@ class SinusoidalPosEmb(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         frac = torch.linspace(0.0, 1.0, self.dim // 2, device=x.device)
         period = self.min_period * (self.max_period / self.min_period) ** frac
-        arg = x.float()[:, None] * (2 * math.pi / period)[None]
+        arg = x.to(period.dtype)[:, None] * (2 * math.pi / period)[None]  # default dtype, float64 in exactness tests
         return torch.cat([arg.sin(), arg.cos()], dim=-1)
 
 

@@ -108,6 +108,11 @@ class PolicyConfig:
         return cls(**d)
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """bf16 autocast outputs go up to float32 for the loss; float64 (the exactness tests) stays float64."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 class Policy(nn.Module):
     """Base class. Subclasses set `config_class`, `parameterization` (the ate.steer name) and implement
     `denoise_view(batch, generator)` and `sample(cond, shape, action_mask, generator)`."""
@@ -230,31 +235,34 @@ class Policy(nn.Module):
         noise["noise"] = noise["noise"] * batch["action_mask"][:, None, :].to(noise["noise"].dtype)
         return self.denoise_view(batch, noise)
 
-    def forward(self, batch, guidance=None, generator=None, guidance_generator=None, noise=None):
+    def forward(self, batch, guidance=None, generator=None, guidance_generator=None, noise=None, shard=None):
         """= compute_loss; going through forward lets DistributedDataParallel synchronise gradients."""
-        return self.compute_loss(batch, guidance, generator, guidance_generator, noise)
+        return self.compute_loss(batch, guidance, generator, guidance_generator, noise, shard)
 
     def compute_loss(self, batch: dict[str, torch.Tensor], guidance=None, generator: torch.Generator | None = None,
-                     guidance_generator: torch.Generator | None = None, noise: dict[str, torch.Tensor] | None = None):
+                     guidance_generator: torch.Generator | None = None, noise: dict[str, torch.Tensor] | None = None,
+                     shard=None):
         """Training loss on one batch (see module docstring for keys). Returns (loss, diag).
 
         guidance: None for plain training, or an `ate.steer.LatentGuidance` built by `make_guidance`;
         its guided loss then replaces the plain MSE (SPEC "Steer"). Noise and times come from
         `generator` (or are given as `noise`, see `draw_noise`), so the same seed draws the same noise with
         or without guidance; the guidance's ξ comes from `guidance_generator` (an independent stream).
+        shard: an `ate.steer.BatchShard` when this batch is one process's slice of a global batch.
         """
         from ate.steer import masked_mse
 
         if noise is None:
             noise = self.draw_noise(batch["action"].shape[0], generator)
         view = self.training_view(batch, noise)
-        pred, target = view["pred"].float(), view["target"].float()
+        f32 = _at_least_float32
+        pred, target = f32(view["pred"]), f32(view["target"])
         if guidance is None:
             loss = masked_mse(pred, target, batch["action_mask"], batch["is_pad"])
             return loss, {"loss": float(loss.detach())}
         loss, diag = guidance.guided_loss(
-            pred, target, view["x_t"].float(), view["a0"].float(), view["t"],
-            dim_mask=batch["action_mask"], pad_mask=batch["is_pad"], generator=guidance_generator,
+            pred, target, f32(view["x_t"]), f32(view["a0"]), view["t"],
+            dim_mask=batch["action_mask"], pad_mask=batch["is_pad"], generator=guidance_generator, shard=shard,
         )
         diag = {k: float(v) for k, v in diag.items()}
         diag["loss"] = float(loss.detach())

@@ -9,9 +9,14 @@ Both arms of a fine-tuning comparison are identical for a given seed except for 
 the batch indices come from one generator ("data"), the policy's noise and times from another ("noise"),
 and the guidance's ξ from a third ("guidance"), so switching ATE on changes no other random draw.
 
-Multi-process (accelerate / torchrun, gloo on CPU): `batch_size` is the *global* batch; every rank draws
-the same global indices and noise and takes its slice, so N processes follow the single-process run
-(up to float summation order) as long as every slice has the same number of valid loss elements.
+Devices: `device="auto"` trains on CUDA when present (else CPU); "cpu" / "cuda" force one. Data, noise and
+the guidance's ξ are drawn on the CPU from seeded generators and moved, so a run's random draws do not
+depend on the device.
+
+Multi-process (accelerate / torchrun; gloo on CPU, nccl on GPUs): `batch_size` is the *global* batch; every
+rank draws the same global indices, noise and guidance ξ and takes its slice; the guidance's batch mean and
+the loss's mean over valid elements are taken over the global batch. N processes therefore follow the
+single-process run up to float summation order, with or without guidance and padding.
 
 Run directory:
     train_config.json, metrics.jsonl (one line per log step, incl. guidance diagnostics),
@@ -44,9 +49,15 @@ logger = logging.getLogger(__name__)
 class TrainConfig:
     """Args:
         steps: optimiser steps. batch_size: global batch (divided across processes).
+        epochs: when set, the budget rule replaces `steps`: ceil(epochs · windows / batch_size) optimiser
+            steps, clamped to [min_steps, max_steps], so more data gets proportionally more updates and every
+            arm of a comparison follows the same rule. The resolved count is logged and written to
+            train_config.json (`resolved_steps`).
         lr, weight_decay: AdamW. warmup_steps: linear warm-up, then cosine decay to 0 at `steps`.
         grad_clip: max global grad norm (0 disables). ema_decay: max EMA decay, warm-up (1+n)/(10+n).
-        mixed_precision: "no" or "bf16" (autocast; weights, optimiser and guidance stay float32).
+        mixed_precision: "no" or "bf16" (autocast on the active device; weights, optimiser and guidance stay
+            float32).
+        device: "auto" (CUDA when available), "cpu" or "cuda".
         seed: seeds the data / noise / guidance generators and the initial weights.
         pad: chunk padding at episode ends ("repeat" or "drop").
         save_every: checkpoint period in steps (0: only at the end). log_every: metrics period.
@@ -54,6 +65,9 @@ class TrainConfig:
     """
 
     steps: int = 2000
+    epochs: float | None = None
+    min_steps: int = 1
+    max_steps: int | None = None
     batch_size: int = 64
     lr: float = 1e-4
     weight_decay: float = 1e-6
@@ -61,6 +75,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     mixed_precision: str = "no"
+    device: str = "auto"
     seed: int = 0
     pad: str = "repeat"
     save_every: int = 0
@@ -70,8 +85,24 @@ class TrainConfig:
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
             raise ConfigError(f"TrainConfig.steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise ConfigError(f"TrainConfig.epochs must be > 0 (or None to use steps), got {self.epochs}")
+        if self.min_steps < 1 or (self.max_steps is not None and self.max_steps < self.min_steps):
+            raise ConfigError(f"TrainConfig needs 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
         if self.mixed_precision not in ("no", "bf16"):
             raise ConfigError(f"TrainConfig.mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
+        from ate.training import resolve_device
+
+        resolve_device(self.device)  # validates the name and that a requested GPU exists
+
+    def resolve_steps(self, num_windows: int) -> "TrainConfig":
+        """This config with `steps` set by the budget rule for a dataset of `num_windows` windows (a no-op
+        without `epochs`)."""
+        if self.epochs is None:
+            return self
+        n = math.ceil(self.epochs * num_windows / self.batch_size)
+        n = max(self.min_steps, n if self.max_steps is None else min(n, self.max_steps))
+        return dataclasses.replace(self, steps=n)
 
 
 class EMA:
@@ -153,6 +184,13 @@ def _lr_scheduler(optimizer, cfg: TrainConfig):
     return get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
 
 
+def _export(policy):
+    """The policy as it is saved for use: LoRA adapters (if any) merged into plain layers."""
+    from ate.policies.lora import merge_lora
+
+    return merge_lora(policy) if any("lora_" in n for n, _ in policy.named_parameters()) else copy.deepcopy(policy)
+
+
 def _save_checkpoint(out: Path, step: int, policy, ema: EMA, optimizer, scheduler, gens: dict, extra: dict) -> None:
     from ate.checkpoint import atomic_directory, save_tensors, save_training_state
 
@@ -161,7 +199,7 @@ def _save_checkpoint(out: Path, step: int, policy, ema: EMA, optimizer, schedule
     with atomic_directory(ckpts / name) as tmp:
         ema_policy = copy.deepcopy(policy)
         ema.copy_to(ema_policy)
-        ema_policy.save_pretrained(tmp / "pretrained_model")
+        _export(ema_policy).save_pretrained(tmp / "pretrained_model")
         state = {"step": step, "lr_scheduler": scheduler.state_dict(), **extra}
         save_training_state(tmp / "training_state", optimizer, gens, state)
         save_tensors(tmp / "training_state" / "model.safetensors", policy.state_dict())
@@ -186,26 +224,46 @@ def _load_checkpoint(ck: Path, policy, ema: EMA, optimizer, scheduler, gens: dic
     return state
 
 
+def _to(x: torch.Tensor, device, dtype: torch.dtype) -> torch.Tensor:
+    return x.to(device, dtype) if x.is_floating_point() else x.to(device)
+
+
+def _valid_elements(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Number of elements the masked loss averages over: valid action dims × unpadded steps."""
+    per_sample_dims = (batch["action_mask"] != 0).sum(-1)  # (B,)
+    return ((~batch["is_pad"]).sum(-1) * per_sample_dims).sum().to(torch.float64)
+
+
 def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=None, run_info: dict | None = None,
-               resume: bool = False, cpu: bool = True):
+               resume: bool = False):
     """Train `policy` on `dataset` (a PolicyDataset) and write the run directory. Returns the unwrapped policy
     holding the EMA weights (the ones saved in `out_dir/pretrained_model`)."""
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
     from ate.checkpoint import write_json_atomic
+    from ate.steer import BatchShard
+    from ate.training import resolve_device
 
+    if cfg.epochs is not None:
+        cfg = cfg.resolve_steps(len(dataset))
+        logger.info("budget rule: %g epochs of %d windows at batch %d -> %d steps (clamped to [%d, %s])", cfg.epochs,
+                    len(dataset), cfg.batch_size, cfg.steps, cfg.min_steps, cfg.max_steps)
     out = Path(out_dir)
-    acc = Accelerator(cpu=cpu)
+    acc = Accelerator(cpu=resolve_device(cfg.device).type == "cpu")
     world, rank = acc.num_processes, acc.process_index
     if cfg.batch_size % world:
         raise ConfigError(f"batch_size={cfg.batch_size} is not divisible by the {world} processes")
     local = slice(rank * cfg.batch_size // world, (rank + 1) * cfg.batch_size // world)
+    shard = BatchShard(cfg.batch_size, local.start)
+    if guidance is not None:
+        guidance.encoder.to(acc.device)
 
     gens = {name: torch.Generator().manual_seed(cfg.seed + i) for i, name in enumerate(("data", "noise", "guidance"))}
     decay, no_decay = [], []
     for n, p in policy.named_parameters():
-        (no_decay if p.ndim < 2 or "embedding" in n or n.endswith(".pos") else decay).append(p)
+        if p.requires_grad:  # LoRA fine-tuning trains the adapters (and embedding tables) only
+            (no_decay if p.ndim < 2 or "embedding" in n or n.endswith(".pos") else decay).append(p)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.95, 0.999))
     scheduler = _lr_scheduler(optimizer, cfg)
@@ -219,8 +277,10 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
     elif acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "train_config.json", {**(run_info or {}), "train": dataclasses.asdict(cfg),
+                                                      "resolved_steps": cfg.steps, "num_windows": len(dataset),
                                                       "policy": policy.config.to_dict(), "world_size": world})
         (out / "metrics.jsonl").write_text("")
+    dtype = next(policy.parameters()).dtype  # data follow the weights (float64 in the exactness tests)
     model = acc.prepare(policy)
     ema_device_sync = acc.unwrap_model(model)
     autocast = torch.autocast(device_type=acc.device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
@@ -237,12 +297,18 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
     for step in bar:
         idx = torch.randint(len(dataset), (cfg.batch_size,), generator=gens["data"])
         noise = policy.draw_noise(cfg.batch_size, gens["noise"])
-        batch = {k: v.to(acc.device) for k, v in dataset.get_batch(idx[local]).items()}
-        noise = {k: v[local] for k, v in noise.items()}
+        batch = {k: _to(v, acc.device, dtype) for k, v in dataset.get_batch(idx[local]).items()}
+        noise = {k: _to(v[local], acc.device, dtype) for k, v in noise.items()}
         with autocast:
-            loss, diag = model(batch, guidance, guidance_generator=gens["guidance"], noise=noise)
+            loss, diag = model(batch, guidance, guidance_generator=gens["guidance"], noise=noise, shard=shard)
         if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"non-finite loss at step {step}: {diag}")
+        if world > 1:
+            # each rank's loss is a mean over its own valid elements; weigh it by its share of the global count
+            # (times world, since DDP averages the gradients) so the update is that of the global mean
+            n_local = _valid_elements(batch)
+            n_global = acc.reduce(n_local.clone(), reduction="sum")
+            loss = loss * (n_local * world / n_global.clamp_min(1.0)).to(loss.dtype)
         acc.backward(loss)
         grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.tensor(0.0)
         optimizer.step()
@@ -270,6 +336,7 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
     acc.wait_for_everyone()
     final = copy.deepcopy(ema_device_sync)
     ema.copy_to(final)
+    final = _export(final)
     if acc.is_main_process:
         final.save_pretrained(out / "pretrained_model")
     return final
@@ -320,6 +387,7 @@ def pretrain(data, out_dir: str | Path, policy: str = "dp", policy_config: dict[
 def finetune(data, out_dir: str | Path, init: str | Path, guidance: str = "off", vae: str | Path | Any = None,
              scale: float = 2.0, clamp: float | None = 0.1, sign: str = "reference", encoder_mode: str = "sample",
              reduction: str = "reference", t_cap: float | None = None, normalizer: str | Path | None = None,
+             adapter: str = "full", lora_rank: int = 8, lora_alpha: float | None = None,
              resume: bool = False, state_key: str = "observations/state", action_key: str = "action", **train_kw):
     """Fine-tune a pretrained policy on target data, plain (`guidance="off"`) or with ATE (`"ate"`).
 
@@ -333,16 +401,21 @@ def finetune(data, out_dir: str | Path, init: str | Path, guidance: str = "off",
         normalizer: where the target robot's action stats come from (a VAE dir, policy dir or Normalizer
             JSON). Default: the pretrained stats for a known robot, else fitted on `data`. Pass the same
             value to both arms so they train in the same action space.
+        adapter: "full" (every weight trains) or "lora" (peft LoRA adapters of rank `lora_rank`, scale
+            `lora_alpha` / rank, default alpha 2·rank, on every Linear / Conv1d; merged into the saved model).
+            Combines with either guidance.
         resume: continue from `out_dir/checkpoints/last`.
         **train_kw: TrainConfig fields.
     Returns:
-        the fine-tuned policy (EMA weights). Inference never needs the VAE.
+        the fine-tuned policy (EMA weights). Inference never needs the VAE (nor peft).
     """
     from ate.policies import load_policy
     from ate.policies.data import PolicyDataset, load_sources, prepare_policy
 
     if guidance not in ("off", "ate"):
         raise ValueError(f"guidance must be 'off' or 'ate', got {guidance!r}")
+    if adapter not in ("full", "lora"):
+        raise ValueError(f"adapter must be 'full' or 'lora', got {adapter!r}")
     cfg = _train_config(**train_kw)
     torch.manual_seed(cfg.seed)
     sources = load_sources(data, action_key=action_key, state_key=state_key)
@@ -370,7 +443,15 @@ def finetune(data, out_dir: str | Path, init: str | Path, guidance: str = "off",
         gcfg = GuidanceConfig(scale=scale, clamp=clamp, sign=sign, encoder_mode=encoder_mode, reduction=reduction, t_cap=t_cap)
         guide = model.make_guidance(bundle.vae, gcfg, robots[0])
     ds = PolicyDataset(model, sources, pad=cfg.pad)
-    info = {"mode": "finetune", "init": str(init), "guidance": guidance, "vae": str(vae) if vae is not None else None,
+    lora = None
+    if adapter == "lora":
+        from ate.policies.lora import add_lora
+
+        lora = add_lora(model, lora_rank, lora_alpha)
+        logger.info("LoRA: rank %d, alpha %g on %d layers: %d of %d parameters train", lora["rank"], lora["alpha"],
+                    lora["layers"], lora["trainable_params"], lora["total_params"])
+    info = {"mode": "finetune", "init": str(init), "guidance": guidance, "adapter": adapter, "lora": lora,
+            "vae": str(vae) if vae is not None else None,
             "guidance_config": gcfg.to_dict() if gcfg else None, "normalizer": str(normalizer) if normalizer else None,
             "data": [str(d) for d in ([data] if isinstance(data, (str, Path)) else data)]}
     return train_loop(model, ds, out_dir, cfg, guidance=guide, run_info=info, resume=resume)

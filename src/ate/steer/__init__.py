@@ -1,7 +1,8 @@
 """ate.steer: latent classifier guidance inside a policy's fine-tuning loss (ATE "Steer").
 
 - :func:`guidance_coefficient`: c(t) mapping ∇ log p(y | x_t) into each parameterisation's target.
-- :class:`GuidanceConfig`, :class:`LatentGuidance`: the guided loss / additive term / raw gradient.
+- :class:`GuidanceConfig`, :class:`LatentGuidance`: the guided loss / additive term / raw gradient;
+  :class:`BatchShard` places a process's rows in a multi-process global batch.
 - :class:`SlotLayout`, :data:`RDT_UNIFIED_128`: unified action spaces with masks derived from names.
 """
 
@@ -11,7 +12,7 @@ from ate.steer.coefficients import (
     PARAMETERIZATIONS,
     guidance_coefficient,
 )
-from ate.steer.guidance import GuidanceConfig, LatentGuidance, masked_mse
+from ate.steer.guidance import BatchShard, GuidanceConfig, LatentGuidance, masked_mse
 from ate.steer.unified import (
     RDT_UNIFIED_128,
     RDT_UNIFIED_128_SPEC,
@@ -25,6 +26,7 @@ __all__ = [
     "FLOW_PARAMETERIZATIONS",
     "PARAMETERIZATIONS",
     "guidance_coefficient",
+    "BatchShard",
     "GuidanceConfig",
     "LatentGuidance",
     "masked_mse",

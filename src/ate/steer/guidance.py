@@ -8,7 +8,12 @@ policy's regression ``target`` (all (B, H, D) in the policy's normalised action 
 2. ``d_b = mean_Z (ẑ_b − z_b)²``; ``g = ∂(−D)/∂x_t`` where ``D = mean_b d_b`` (``reduction="reference"``,
    per-sample gradient ∝ 1/B) or ``D = Σ_b d_b`` (``"per_sample"``, independent of B). g is detached.
 3. g ← 0 on invalid dims / padded steps, ``g ← clamp(c(t)·g, ±κ)``.
-4. ``guided = pred + s·λ·g`` (s = +1 ``reference``, −1 ``flipped``), ``loss = masked MSE(guided, target)``.
+4. ``guided = pred + s·λ·g`` (s = +1 ``reference``, −1 ``flipped``; :meth:`LatentGuidance.steer`, the one
+   place this step is written), ``loss = masked MSE(guided, target)``.
+
+Multi-process training: pass ``shard=BatchShard(global_batch, first_row)``. The ξ of ``encoder_mode="sample"``
+is then drawn for the whole global batch and sliced, and the reference reduction's 1/B is 1/(global B), so
+N processes that each hold a slice compute exactly the g of one process holding the whole batch.
 
 Usage::
 
@@ -33,6 +38,18 @@ from ate.steer.coefficients import (
 )
 
 _SIGNS = {"reference": 1.0, "flipped": -1.0}
+
+
+@dataclass(frozen=True)
+class BatchShard:
+    """This process holds rows ``[start, start + B)`` of a global batch of ``total`` rows."""
+
+    total: int
+    start: int = 0
+
+    def __post_init__(self):
+        if self.total < 1 or not 0 <= self.start < self.total:
+            raise ValueError(f"BatchShard needs total >= 1 and 0 <= start < total, got {self}")
 _ENCODER_MODES = ("sample", "mean")
 _REDUCTIONS = ("reference", "per_sample")
 
@@ -253,7 +270,7 @@ class LatentGuidance:
         return mu + torch.exp(0.5 * logvar.to(work_dtype)) * xi
 
     def gradient(self, x_t: torch.Tensor, a0: torch.Tensor, t, dim_mask=None, pad_mask=None,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+                 generator: torch.Generator | None = None, shard: BatchShard | None = None) -> tuple[torch.Tensor, dict]:
         """Masked, c(t)-scaled, clamped guidance ``g`` (no λ, no sign).
 
         Args:
@@ -261,6 +278,7 @@ class LatentGuidance:
             t: (B,) DDPM integer timesteps or flow times in [0, 1] (scalar broadcast).
             dim_mask: (D,) or (B, D), nonzero on valid dims. pad_mask: (B, H) bool, True on padded steps.
             generator: RNG for the shared ξ in ``encoder_mode="sample"``.
+            shard: where these B rows sit in a multi-process global batch (None: they are the whole batch).
 
         Returns:
             g: (B, H, D) detached, float32 (float64 if x_t is float64).
@@ -269,6 +287,9 @@ class LatentGuidance:
         """
         t = self._check_inputs(x_t, a0, t)
         B, H, D = x_t.shape
+        shard = shard or BatchShard(B)
+        if shard.start + B > shard.total:
+            raise ShapeMismatchError(f"{B} rows from row {shard.start} do not fit the global batch of {shard.total}")
         work_dtype = torch.float64 if x_t.dtype == torch.float64 else torch.float32
         enc_param = next(iter(self.encoder.parameters()), None)
         enc_dtype = enc_param.dtype if enc_param is not None else work_dtype
@@ -286,8 +307,9 @@ class LatentGuidance:
                 if self.config.encoder_mode == "sample":
                     # drawn on the generator's device, so a CPU generator also seeds a CUDA step
                     gen_device = generator.device if generator is not None else mu0.device
-                    xi = torch.randn(mu0.shape, generator=generator, device=gen_device, dtype=work_dtype)
-                    xi = xi.to(mu0.device)
+                    xi = torch.randn((shard.total, *mu0.shape[1:]), generator=generator, device=gen_device,
+                                     dtype=work_dtype)
+                    xi = xi[shard.start:shard.start + B].to(mu0.device)
                     z = mu0.to(work_dtype) + torch.exp(0.5 * logvar0.to(work_dtype)) * xi
                 else:
                     z = mu0.to(work_dtype)
@@ -295,7 +317,10 @@ class LatentGuidance:
             if z_hat.shape != z.shape or z_hat.ndim != 2 or z_hat.shape[0] != B:
                 raise ShapeMismatchError(f"encoder.encode must return (B, Z) latents, got {tuple(z_hat.shape)}")
             d = ((z_hat - z) ** 2).mean(dim=1)  # (B,)
-            total = d.mean() if self.config.reduction == "reference" else d.sum()
+            if self.config.reduction == "per_sample":
+                total = d.sum()
+            else:  # reference: the mean over the *global* batch (d.mean() itself when this is the whole batch)
+                total = d.mean() if shard.total == B else d.sum() / shard.total
             (grad,) = torch.autograd.grad(-total, x)
         g = grad.detach()
 
@@ -322,9 +347,15 @@ class LatentGuidance:
     def _signed_scale(self) -> float:
         return _SIGNS[self.config.sign] * float(self.config.scale)
 
+    def steer(self, pred: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """The guided prediction ``pred + s·λ·g`` (g from :meth:`gradient`), in pred's dtype and device.
+
+        Every integration builds its guided loss on this one step; with λ = 0 it returns pred's values."""
+        return pred + self._signed_scale() * g.to(pred.device, pred.dtype)
+
     def guided_loss(self, pred: torch.Tensor, target: torch.Tensor, x_t: torch.Tensor, a0: torch.Tensor, t,
-                    dim_mask=None, pad_mask=None, generator: torch.Generator | None = None
-                    ) -> tuple[torch.Tensor, dict]:
+                    dim_mask=None, pad_mask=None, generator: torch.Generator | None = None,
+                    shard: BatchShard | None = None) -> tuple[torch.Tensor, dict]:
         """``masked_mse(pred + s·λ·g, target)``: replaces the policy's plain (masked) MSE.
 
         With λ = 0 the loss equals the plain masked MSE exactly (pred + 0·g == pred), while the diagnostics
@@ -335,15 +366,15 @@ class LatentGuidance:
         if pred.shape != x_t.shape or target.shape != x_t.shape:
             raise ShapeMismatchError(f"pred {tuple(pred.shape)}, target {tuple(target.shape)} and x_t "
                                      f"{tuple(x_t.shape)} must have the same (B, H, D) shape")
-        g, diag = self.gradient(x_t, a0, t, dim_mask, pad_mask, generator=generator)
-        guided = pred + self._signed_scale() * g.to(pred.device)
-        loss = masked_mse(guided, target, dim_mask, pad_mask)
+        g, diag = self.gradient(x_t, a0, t, dim_mask, pad_mask, generator=generator, shard=shard)
+        loss = masked_mse(self.steer(pred, g), target, dim_mask, pad_mask)
         with torch.no_grad():
             diag["plain_loss"] = float(masked_mse(pred, target, dim_mask, pad_mask).item())
         return loss, diag
 
     def additive_term(self, pred: torch.Tensor, x_t: torch.Tensor, a0: torch.Tensor, t, dim_mask=None,
-                      pad_mask=None, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+                      pad_mask=None, generator: torch.Generator | None = None,
+                      shard: BatchShard | None = None) -> tuple[torch.Tensor, dict]:
         """``2·s·λ·masked_mean(pred·g)``, to add to a framework's own plain masked MSE.
 
         Since g does not depend on the policy parameters,
@@ -352,7 +383,7 @@ class LatentGuidance:
         """
         if pred.shape != x_t.shape:
             raise ShapeMismatchError(f"pred {tuple(pred.shape)} and x_t {tuple(x_t.shape)} must have the same shape")
-        g, diag = self.gradient(x_t, a0, t, dim_mask, pad_mask, generator=generator)
+        g, diag = self.gradient(x_t, a0, t, dim_mask, pad_mask, generator=generator, shard=shard)
         prod = pred * g.to(pred.device)
         w = _weights(pred.shape, dim_mask, pad_mask, pred.device)
         mean = prod.mean() if w is None else (prod * w).sum() / w.sum().clamp(min=1.0)

@@ -16,12 +16,14 @@ results = evaluate(policy_factory, "robosuite", "Lift", "UR5e", seeds=range(1000
 | suite     | tasks                  | robots                         | D          | S  | default max_steps |
 |-----------|------------------------|--------------------------------|------------|----|-------------------|
 | robosuite | Lift, Stack            | single arms by name; expert    | n_joints+1 | 44 | Lift 150,         |
-|           |                        | verified on Panda, IIWA, UR5e, | (8 / 7)    |    | Stack 250         |
-|           |                        | Kinova3 (not Sawyer, Jaco)     |            |    |                   |
+|           |                        | works on Panda, IIWA, UR5e,    | (8 / 7)    |    | Stack 250         |
+|           |                        | Kinova3, XArm7; Sawyer, Jaco   |            |    |                   |
+|           |                        | refused (`check_expert`)       |            |    |                   |
 | metaworld | any v3 task (ML10 ...) | Sawyer                         | 4          | 39 | 500               |
 
 State layouts: `ate.bench.sims.obs`. Action definitions: the suite modules' docstrings.
-Expert success rates and simulator speed: `python -m ate.bench.sims.measure`.
+Expert success per robot × task: `ate sims coverage --suite robosuite|metaworld` (tables in
+benchmarks/results/sims/); simulator speed: `python -m ate.bench.sims.measure`.
 `generate_demos` is the plain-function entry point for an `ate bench demos` command.
 """
 
@@ -30,13 +32,14 @@ from __future__ import annotations
 from ate.bench.sims.base import SimEnv
 from ate.bench.sims.demos import demo_path, generate_demos
 from ate.bench.sims.evaluate import ExpertPolicy, ZeroPolicy, evaluate, summarize
-from ate.bench.sims.factory import SUITES, make_env, make_expert
+from ate.bench.sims.factory import SUITES, check_expert, make_env, make_expert
 
 __all__ = [
     "SUITES",
     "SimEnv",
     "make_env",
     "make_expert",
+    "check_expert",
     "generate_demos",
     "demo_path",
     "evaluate",

@@ -13,6 +13,17 @@ def set_headless() -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
 
 
+def sim_error(suite: str, task: str, robot: str, what: str, exc: BaseException, seed: int | None = None):
+    """A one-line `SimError` for an unexpected simulator exception, naming suite / task / robot (/ seed).
+    Raise it `from exc`, so the original traceback stays attached for debugging."""
+    from ate.errors import SimError
+
+    where = f"{suite}/{task}/{robot}" + ("" if seed is None else f" seed {seed}")
+    detail = (str(exc).splitlines() or [""])[0]
+    detail = detail if len(detail) <= 300 else detail[:300] + " ..."
+    return SimError(f"{where}: {what} failed: {type(exc).__name__}: {detail}")
+
+
 class SimEnv:
     """One simulator episode at a time, fixed-size float32 state, raw actions.
 

@@ -42,13 +42,28 @@ def _default_robot(suite: str, robot: str | None) -> str:
 def _setup_expert(suite: str, task: str, robot: str, max_steps: int | None) -> dict:
     from ate.bench.sims.factory import make_env, make_expert
 
-    env = make_env(suite, task, robot, max_steps=max_steps)
-    return {"env": env, "expert": make_expert(env)}
+    try:
+        env = make_env(suite, task, robot, max_steps=max_steps)
+        return {"env": env, "expert": make_expert(env)}
+    except Exception as exc:  # kept for the first episode to raise: an error in a pool initializer
+        return {"error": exc, "where": (suite, task, robot)}  # would only break the pool (BrokenProcessPool)
 
 
 def _expert_episode(ctx: dict, seed: int) -> Episode:
+    from ate.bench.sims.base import sim_error
+    from ate.errors import ATEError
+
+    if "error" in ctx:
+        exc = ctx["error"]
+        raise exc if isinstance(exc, ATEError) else sim_error(*ctx["where"], "expert setup", exc, seed) from exc
     env, expert = ctx["env"], ctx["expert"]
-    ep = run_episode(env, lambda s: expert.act(s)[None], seed, action_steps=1, record=True, reset_fn=expert.reset)
+    try:
+        ep = run_episode(env, lambda s: expert.act(s)[None], seed, action_steps=1, record=True,
+                         reset_fn=expert.reset)
+    except ATEError:
+        raise
+    except Exception as exc:
+        raise sim_error(env.suite, env.task, env.robot, "expert episode", exc, seed) from exc
     ep.extra["layout"] = {k: [v.start, v.stop] for k, v in env.state_layout.items()}
     return ep
 
@@ -78,11 +93,15 @@ def generate_demos(suite: str, task: str, robot: str | None = None, n: int = 10,
 
     The plain-function entry point for an `ate bench demos` CLI. Parallel over `workers` spawned
     processes with a tqdm bar; cached and resumable (see the module docstring). Raises DataError when
-    fewer than n successes are found within `max_attempts` seeds (default 3 n + 10).
+    fewer than n successes are found within `max_attempts` seeds (default 3 n + 10), and SimError
+    (one line naming suite / task / robot, and the seed for an episode) when the expert is known not to
+    work on the robot or its env / expert fails inside a worker.
     """
+    from ate.bench.sims.factory import check_expert
     from ate.errors import DataError
 
     robot = _default_robot(suite, robot)
+    check_expert(suite, task, robot)  # refuse a known-broken expert before starting any worker
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     failed_file = out / f".failed-{_tag(suite, task, robot)}.json"

@@ -31,3 +31,16 @@ def make_expert(env: SimEnv):
     from ate.bench.sims.metaworld_env import MetaWorldExpert
 
     return MetaWorldExpert(env.task)
+
+
+def check_expert(suite: str, task: str, robot: str | None = None) -> None:
+    """Refuse, in one line (SimError), a (suite, task, robot) whose scripted expert is known not to work.
+    Cheap (nothing is built): call it before starting demo workers."""
+    if suite == "robosuite":
+        from ate.bench.sims.robosuite_expert import UNSUPPORTED
+
+        if robot in UNSUPPORTED:
+            from ate.errors import SimError
+
+            raise SimError(f"robosuite/{task}/{robot}: the scripted expert does not work on {robot}: "
+                           f"{UNSUPPORTED[robot]}; pick another robot (measured by: ate sims coverage --suite robosuite)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ate.bench.sims.base import SimEnv, set_headless
+from ate.bench.sims.base import SimEnv, set_headless, sim_error
 from ate.bench.sims.obs import METAWORLD_LAYOUT, layout_dim, layout_slices
 
 ROBOT = "Sawyer"  # MetaWorld has one arm
@@ -51,7 +51,10 @@ class MetaWorldEnv(SimEnv):
 
             raise DataError(f"unknown MetaWorld task {task!r}; e.g. {ml10_tasks('train')[:3]}, see all_tasks()")
         self.task = task
-        self._env = ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE[key](seed=seed)
+        try:
+            self._env = ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE[key](seed=seed)
+        except Exception as exc:
+            raise sim_error(self.suite, task, ROBOT, "environment construction", exc) from exc
         limit = int(self._env.max_path_length)
         self.max_steps = min(int(max_steps or limit), limit)  # MetaWorld refuses to step past its limit
         self.action_dim = int(self._env.action_space.shape[0])
@@ -59,20 +62,28 @@ class MetaWorldEnv(SimEnv):
         self.state_layout = layout_slices(METAWORLD_LAYOUT)
         self.qpos_dim = 4
         self._obs = None
+        self.seed: int | None = None  # of the current episode (named in errors)
 
     def reset(self, seed: int) -> dict[str, np.ndarray]:
         env = self._env
+        self.seed = int(seed)
         env._freeze_rand_vec = False  # new placement every reset ...
         env.seeded_rand_vec = True  # ... drawn from env.np_random, which we seed here
-        env.seed(int(seed))
-        obs, _ = env.reset()
+        try:
+            env.seed(self.seed)
+            obs, _ = env.reset()
+        except Exception as exc:
+            raise sim_error(self.suite, self.task, ROBOT, "reset", exc, self.seed) from exc
         self._obs = obs
         self.steps = 0
         return {"state": obs.astype(np.float32)}
 
     def step(self, action) -> tuple[dict[str, np.ndarray], bool]:
         a = np.clip(self._check_action(action), -1.0, 1.0)
-        obs, _, _, _, info = self._env.step(a.astype(np.float32))
+        try:
+            obs, _, _, _, info = self._env.step(a.astype(np.float32))
+        except Exception as exc:  # e.g. MuJoCo instability, or stepping past MetaWorld's limit
+            raise sim_error(self.suite, self.task, ROBOT, f"step {self.steps}", exc, self.seed) from exc
         self._obs = obs
         self.steps += 1
         return {"state": obs.astype(np.float32)}, bool(info["success"])

@@ -16,8 +16,9 @@ import copy
 import mujoco
 import numpy as np
 
-from ate.bench.sims.base import SimEnv, set_headless
+from ate.bench.sims.base import SimEnv, set_headless, sim_error
 from ate.bench.sims.obs import ROBOSUITE_LAYOUT, build_robosuite_state, layout_dim, layout_slices
+from ate.errors import ATEError
 
 TASKS = ("Lift", "Stack")
 DEFAULT_MAX_STEPS = {"Lift": 150, "Stack": 250}
@@ -48,6 +49,29 @@ def joint_delta_controller_config(robot: str, kp: float = JOINT_KP) -> dict:
     return cfg
 
 
+def fingerpad_geoms(model, gripper) -> list[list[str]]:
+    """[left, right] finger-pad collision geom names of `gripper` that exist in the compiled `model`.
+
+    Grippers declare them in `important_geoms`, but some declare names their XML does not define
+    (robosuite 1.5's XArm7 gripper: "finger1_pad_collision"; its pads are "left_finger_pad_1", ...).
+    Per side, the first non-empty of: the declared pads that exist, the declared finger geoms that
+    exist, the gripper's collision geoms whose own (unprefixed) name has the side and "pad".
+    """
+    names = set(model.geom_names)
+    declared = gripper.important_geoms
+    prefix = gripper.naming_prefix
+    collision = {n for n in names if model.geom_contype[model.geom_name2id(n)] or
+                 model.geom_conaffinity[model.geom_name2id(n)]}
+    pads = []
+    for side in ("left", "right"):
+        found = [g for g in declared.get(f"{side}_fingerpad", []) if g in names]
+        found = found or [g for g in declared.get(f"{side}_finger", []) if g in names]
+        found = found or sorted(g for g in collision if g.startswith(prefix) and side in g[len(prefix):]
+                                and "pad" in g[len(prefix):])
+        pads.append(found)
+    return pads
+
+
 class RobosuiteEnv(SimEnv):
     """Single-arm robosuite manipulation task with joint-space delta control; see the module docstring."""
 
@@ -68,6 +92,16 @@ class RobosuiteEnv(SimEnv):
             raise DataError(f"unknown robosuite robot {robot!r}; available: {sorted(ROBOT_CLASS_MAPPING)}")
         self.task, self.robot = task, robot
         self.max_steps = int(max_steps or DEFAULT_MAX_STEPS[task])
+        self.seed: int | None = None  # of the current episode (named in errors)
+        try:
+            self._build(robosuite, seed)
+        except ATEError:
+            raise
+        except Exception as exc:  # a robot / gripper model robosuite or this wrapper cannot handle
+            raise sim_error(self.suite, task, robot, "environment construction", exc) from exc
+
+    def _build(self, robosuite, seed: int) -> None:
+        task, robot = self.task, self.robot
         self._env = robosuite.make(
             task,
             robots=robot,
@@ -108,15 +142,21 @@ class RobosuiteEnv(SimEnv):
         lo, hi = sim.model.jnt_range[g_joint]
         self._grip_open = float(gripper.init_qpos[0])
         self._grip_span = float(hi - lo) or 1.0
+        pads = fingerpad_geoms(sim.model, gripper)
+        if not all(pads):
+            from ate.errors import SimError
+
+            raise SimError(f"robosuite/{self.task}/{self.robot}: gripper {type(gripper).__name__} has no finger "
+                           f"collision geoms in the compiled model (found left {pads[0]}, right {pads[1]})")
+        declared = [gripper.important_geoms.get(k, []) for k in ("left_fingerpad", "right_fingerpad")]
+        if pads != declared:  # robosuite's own grasp check (Stack's success) must use the names that exist
+            check_grasp = self._env._check_grasp
+            self._env._check_grasp = lambda gripper, object_geoms: check_grasp(pads, object_geoms)
         # finger-closing direction in the grip-site frame (x for every robosuite parallel gripper)
-        pads = [gripper.important_geoms.get(k) for k in ("left_fingerpad", "right_fingerpad")]
-        self.finger_axis = np.array([1.0, 0.0, 0.0])
-        if all(pads):
-            data = sim.data
-            left, right = (np.mean([data.geom_xpos[sim.model.geom_name2id(g)] for g in p], axis=0) for p in pads)
-            axis = data.site_xmat[self.site_id].reshape(3, 3).T @ (left - right)
-            if np.linalg.norm(axis) > 1e-6:
-                self.finger_axis = axis / np.linalg.norm(axis)
+        data = sim.data
+        left, right = (np.mean([data.geom_xpos[sim.model.geom_name2id(g)] for g in p], axis=0) for p in pads)
+        axis = data.site_xmat[self.site_id].reshape(3, 3).T @ (left - right)
+        self.finger_axis = axis / np.linalg.norm(axis) if np.linalg.norm(axis) > 1e-6 else np.array([1.0, 0.0, 0.0])
         if self.task == "Lift":
             self._object_ids = [self._env.cube_body_id]
         else:
@@ -129,19 +169,27 @@ class RobosuiteEnv(SimEnv):
 
     def reset(self, seed: int) -> dict[str, np.ndarray]:
         # robosuite draws object placement and the arm's initial-joint noise from env.rng
-        rng = np.random.default_rng(int(seed))
+        self.seed = int(seed)
+        rng = np.random.default_rng(self.seed)
         self._env.rng = rng
         if self._env.placement_initializer is not None:
             self._env.placement_initializer.rng = rng
-        self._env.reset()
+        try:
+            self._env.reset()
+        except Exception as exc:
+            raise sim_error(self.suite, self.task, self.robot, "reset", exc, self.seed) from exc
         self.steps = 0
         return {"state": self._state()}
 
     def step(self, action) -> tuple[dict[str, np.ndarray], bool]:
         a = self._check_action(action)
-        self._env.step(a)
+        try:
+            self._env.step(a)
+            success = bool(self._env._check_success())
+        except Exception as exc:  # e.g. MuJoCo instability
+            raise sim_error(self.suite, self.task, self.robot, f"step {self.steps}", exc, self.seed) from exc
         self.steps += 1
-        return {"state": self._state()}, bool(self._env._check_success())
+        return {"state": self._state()}, success
 
     def success(self) -> bool:
         return bool(self._env._check_success())

@@ -7,10 +7,10 @@ on the grip-site Jacobian (`mujoco.mj_jacSite`), plus a null-space pull toward t
 for redundant (7-joint) arms. Recomputed every step from the current state: replaying recorded
 deltas open-loop does not work because the joint controller lags and objects move.
 
-Measured (20 seeds each, `python -m ate.bench.sims.measure`): 100 % on Lift and Stack for Panda,
-IIWA and UR5e; Kinova3 100 % (5 seeds). Not working: Sawyer (its first joint does not follow the
-0.05 rad delta commands, so the hand never reaches the cube) and Jaco (its three-finger hand drops
-the cube on lift).
+Measured per robot × task with `ate sims coverage --suite robosuite` (table in
+benchmarks/results/sims/coverage-robosuite). Not working, so `generate_demos` (and `ate bench`)
+refuse them (`UNSUPPORTED`): Sawyer (its first joint does not follow the joint-delta commands, so
+the hand never reaches the cube) and Jaco (its three-finger hand drops the cube on lift).
 
 The expert reads only the state vector (`ROBOSUITE_LAYOUT`) and the robot's MuJoCo model, so the
 same object drives demo generation and the policy-like wrapper used to test `evaluate`.
@@ -26,6 +26,11 @@ from ate.bench.sims.robosuite_env import JOINT_DELTA_MAX, RobosuiteEnv
 
 # Grip site pointing down with its axes on the world axes (all robosuite grippers start so).
 _R_DOWN = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
+# robot -> why its scripted expert cannot succeed (0 / 20 seeds on Lift and Stack, see the module docstring)
+UNSUPPORTED = {
+    "Sawyer": "its first joint does not follow the joint-delta commands, so the hand never reaches the cube",
+    "Jaco": "its three-finger hand drops the cube on lift",
+}
 HOVER = 0.10  # m above the cube before descending
 CUBE_A_HALF, CUBE_B_HALF = 0.02, 0.025  # robosuite Stack cube half-sizes
 
@@ -91,25 +96,27 @@ class JointSpaceExpert:
         """Target grip-site rotation for grasping cube A: pointing down, fingers on two cube faces.
 
         A parallel gripper fits a cube at yaw θ + k·90°. The first time, pick the k with the smallest
-        wrist rotation (Lift) or, for Stack, the one whose finger-closing axis is most perpendicular to
-        the A -> B direction (open fingers then never straddle cube B). Later steps keep the candidate
-        nearest to that choice, so the target does not flip when the cube turns slightly.
+        wrist rotation from the current yaw ψ (Lift) or, for Stack, the one whose finger-closing axis is
+        most perpendicular to the A -> B direction (open fingers then never straddle cube B). Yaws are
+        relative to `_R_DOWN`; ψ is not 0 for every arm (XArm7 starts at 90°). Later steps keep the
+        candidate nearest to that choice, so the target does not flip when the cube turns slightly.
         """
         sl = self.sl
         theta = yaw_from_features(s[sl["obj0_yaw"]])
-        cands = [theta + k * np.pi / 2 for k in (-2, -1, 0, 1, 2)]
-        cands = [c for c in cands if -np.pi / 2 - 1e-9 < c <= np.pi / 2 + 1e-9]
+        cands = [theta + k * np.pi / 2 for k in range(-4, 5)]
         if self.grasp_yaw is None:
+            m = self._current_rot @ _R_DOWN.T  # ≈ rot_z(ψ)
+            psi = np.arctan2(m[1, 0], m[0, 0])
+            turn = [abs((c - psi + np.pi) % (2 * np.pi) - np.pi) for c in cands]
             ab = (s[sl["obj1_pos"]] - s[sl["obj0_pos"]])[:2].astype(np.float64)
             if self.task == "Stack" and np.linalg.norm(ab) > 1e-6:
                 u = ab / np.linalg.norm(ab)
-                score = [abs((_rot_z(c) @ _R_DOWN @ self.finger_axis)[:2] @ u) + 0.1 * abs(c) for c in cands]
+                score = [abs((_rot_z(c) @ _R_DOWN @ self.finger_axis)[:2] @ u) + 0.1 * t for c, t in zip(cands, turn)]
             else:
-                score = [abs(c) for c in cands]
+                score = turn
             self.grasp_yaw = cands[int(np.argmin(score))]
-        else:  # nearest candidate modulo the gripper's 180° symmetry
-            dist = [abs((c - self.grasp_yaw + np.pi / 2) % np.pi - np.pi / 2) for c in cands]
-            self.grasp_yaw = cands[int(np.argmin(dist))]
+        else:
+            self.grasp_yaw = min(cands, key=lambda c: abs(c - self.grasp_yaw))
         return _rot_z(self.grasp_yaw) @ _R_DOWN
 
     def _plan(self, s: np.ndarray, eef: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:

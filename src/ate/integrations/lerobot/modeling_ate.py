@@ -75,11 +75,6 @@ class _AteRuntime:
         self.bundle = None
         self._device = None
 
-    def signed_scale(self) -> float:
-        """s·λ of ``guided = pred + s·λ·g`` (s = −1 for ``guidance_sign="flipped"``)."""
-        sign = -1.0 if self.config.guidance_sign == "flipped" else 1.0
-        return sign * float(self.config.guidance_scale)
-
     def get(self, device: torch.device, *, horizon: int, action_dim: int, parameterization: str,
             alphas_cumprod: Tensor | None = None, padded_dim: int | None = None) -> LatentGuidance | None:
         """The guidance for this policy on ``device`` (None when λ = 0 and no VAE is configured).
@@ -216,7 +211,7 @@ class AteDiffusionPolicy(DiffusionPolicy):
         guided = pred
         if guide is not None:
             g, diag = guide.gradient(noisy, trajectory, timesteps, pad_mask=pad)
-            guided = pred + self._ate.signed_scale() * g.to(pred.dtype)
+            guided = guide.steer(pred, g)
             out = self._ate.diag(diag)
 
         def reduce(p: Tensor) -> Tensor:
@@ -264,7 +259,7 @@ class _FlowGuidanceMixin:
             dim_mask = torch.zeros(actions.shape[-1], device=actions.device)
             dim_mask[:d_real] = 1
             g, diag = guide.gradient(x_t, actions, time, dim_mask=dim_mask, pad_mask=pad)
-            guided = v_t + self._ate.signed_scale() * g.to(v_t.dtype)
+            guided = guide.steer(v_t, g)
             elem = F.mse_loss(u_t, guided, reduction="none")[:, :, :d_real]
             out = self._ate.diag(diag)
         loss = self._reduce(elem, pad, reduction)

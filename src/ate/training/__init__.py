@@ -1,0 +1,36 @@
+"""ate.training: what the VAE trainer (`ate.align.train`) and the policy trainer (`ate.policies.train`) share.
+
+- :func:`resolve_device`: the ``--device auto|cpu|cuda`` rule, one place for both trainers.
+- :func:`cosine_lr_factor`: the per-step warm-up + cosine learning-rate factor, a pure function of the step
+  (so a resumed run needs no scheduler state to continue exactly).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+from ate.errors import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: this process's CUDA device when torch sees one (``LOCAL_RANK`` under torchrun), else the CPU."""
+    if name not in DEVICES:
+        raise ConfigError(f"device must be one of {DEVICES}, got {name!r}")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("device='cuda' but torch sees no CUDA device (use 'auto' or 'cpu')")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+
+
+def cosine_lr_factor(step: int, total: int, warmup: int = 0, floor: float = 0.0) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay from 1 to ``floor`` at ``total`` steps."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(max(step - warmup, 0) / max(total - warmup, 1), 1.0)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -1,0 +1,162 @@
+"""ate.training: the device rule and the per-step LR factor both trainers use; CUDA-only checks (skipped
+without a GPU; `scripts/gpu_check.sh` runs them on one)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from ate.training import cosine_lr_factor, resolve_device
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="device must be one of"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            resolve_device("cuda")
+
+
+def test_cosine_lr_factor_warms_up_then_decays_to_the_floor():
+    assert [cosine_lr_factor(s, 10, warmup=4) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert cosine_lr_factor(4, 10, warmup=4) == 1.0
+    assert cosine_lr_factor(7, 10, warmup=4) == pytest.approx(0.5)  # half way through the decay: cos(π/2) = 0
+    assert cosine_lr_factor(10, 10, floor=0.01) == pytest.approx(0.01) and cosine_lr_factor(50, 10) == 0.0
+    assert all(math.isfinite(cosine_lr_factor(s, 1)) for s in range(3))  # one-step runs
+
+
+def test_stage2_lr_no_longer_collapses_on_a_few_demos(tmp_path):
+    """5 short toy demos give ~5 steps per epoch at batch 16: the reference 0.95-per-epoch decay has lost
+    ~80 % of the LR by step 200, the per-step cosine is at half its peak at mid-run."""
+    from ate.align.train import AlignConfig, train_stage1, train_stage2
+    from ate.bench.synthetic import write_toy_npz
+
+    src = write_toy_npz(tmp_path / "src.npz", 20, 40, 3, seed=0)
+    tgt = write_toy_npz(tmp_path / "tgt.npz", 5, 20, 3, seed=1, domain="target")
+    common = dict(preset="small", latent_dim=8, horizon=8, batch_size=16, log_every=1, eval_every=1000,
+                  progress=False, val_ratio=0)
+    m1 = train_stage1(src, tmp_path / "s1", AlignConfig(steps=2, **common))
+    n = 200
+    for schedule in ("epoch_decay", "cosine"):
+        out = train_stage2(tgt, tmp_path / schedule, m1, AlignConfig(steps=n, lr_schedule=schedule, **common))
+        lrs = [json.loads(x)["lr"] for x in (out.parent / "metrics.jsonl").read_text().splitlines()]
+        if schedule == "epoch_decay":
+            per_epoch = json.loads((out.parent / "run.json").read_text())["train_chunks"] // 16
+            assert lrs[-1] == pytest.approx(1e-4 * 0.95 ** ((n - 1) // per_epoch))
+            assert lrs[-1] < 0.2e-4
+        else:
+            # row i logs the LR of step i: 0.01 + 0.99·½(1 + cos(π·i/n)) of the peak (floor min_lr / lr = 0.01)
+            assert lrs == pytest.approx([1e-4 * cosine_lr_factor(i, n, floor=0.01) for i in range(n)])
+            assert lrs[n // 2] == pytest.approx(0.505e-4)
+
+
+@cuda
+@pytest.mark.parametrize("fam", ["dp", "rdt", "pi0"])
+def test_policy_ate_finetune_on_cuda(fam, tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_policies_helpers import StandInVAE, write_demos
+
+    from ate.policies.train import finetune, pretrain
+
+    src = write_demos(tmp_path / "src", "panda", 4, 6, n_eps=3, T=16)
+    cfg = {"horizon": 8, "state_dim": 8}
+    kw = dict(steps=4, batch_size=8, progress=False, device="cuda", mixed_precision="bf16", warmup_steps=1)
+    pre = pretrain(src, tmp_path / "pre", policy=fam, policy_config=cfg, **kw)
+    vae = StandInVAE(4, 8, pre.normalizers["panda"]["action"])
+    ft = finetune(src, tmp_path / "ate", init=tmp_path / "pre", guidance="ate", vae=vae, **kw)
+    assert next(ft.parameters()).device.type == "cuda"
+    rec = json.loads((tmp_path / "ate" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert rec["guidance_norm"] > 0 and math.isfinite(rec["loss"])
+
+
+@cuda
+def test_align_stages_on_cuda(tmp_path):
+    from ate.align import load_aligned_vae
+    from ate.align.train import AlignConfig, train_stage1, train_stage2
+    from ate.bench.synthetic import write_toy_npz
+
+    src = write_toy_npz(tmp_path / "src.npz", 20, 40, 3, seed=0)
+    tgt = write_toy_npz(tmp_path / "tgt.npz", 5, 20, 3, seed=1, domain="target")
+    common = dict(preset="small", horizon=8, batch_size=16, progress=False, device="cuda", bf16=True)
+    m1 = train_stage1(src, tmp_path / "s1", AlignConfig(steps=5, **common))
+    m2 = train_stage2(tgt, tmp_path / "s2", m1, AlignConfig(steps=5, **common))
+    assert load_aligned_vae(m2).prior is not None
+
+
+def test_gpu_check_smoke_on_cpu(tmp_path):
+    """The GPU check's code path at tiny sizes on the CPU (the real run is scripts/gpu_check.sh on a GPU)."""
+    from ate.bench import gpu_check
+
+    res = gpu_check.run(tmp_path / "gc.json", device="cpu", tiny=True, families=("pi0",))
+    assert json.loads((tmp_path / "gc.json").read_text())["schema"] == gpu_check.SCHEMA
+    assert res["vae"]["fp32"]["samples_per_s"] > 0 and res["vae"]["bf16_speedup"] > 0
+    assert res["policies"]["pi0"]["guidance_overhead"] > 0, res["policies"]
+    assert "pi0" in gpu_check.summary(res)
+
+
+def test_budget_rule_scales_steps_with_data(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_policies_helpers import write_demos
+
+    from ate.policies.train import TrainConfig, pretrain
+
+    cfg = TrainConfig(epochs=2.0, batch_size=16, min_steps=3, max_steps=50)
+    assert cfg.resolve_steps(100).steps == 13 and cfg.resolve_steps(1).steps == 3 and cfg.resolve_steps(10**4).steps == 50
+    assert TrainConfig(steps=7).resolve_steps(10**6).steps == 7  # no epochs: steps as given
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
+    data = write_demos(tmp_path / "d", "panda", 3, 4, n_eps=2, T=12)  # 24 windows (pad repeat)
+    pretrain(data, tmp_path / "run", policy="pi0", policy_config={"horizon": 4, "state_dim": 4, "width": 16, "depth": 1,
+             "heads": 2, "cond_dim": 16}, epochs=2.0, batch_size=8, progress=False, warmup_steps=1)
+    rec = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert rec["num_windows"] == 24 and rec["resolved_steps"] == 6
+    assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 6
+
+
+@pytest.mark.parametrize("fam", ["dp", "pi0"])
+def test_lora_finetune_trains_low_rank_updates_and_saves_a_plain_policy(fam, tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_policies_helpers import write_demos
+
+    from ate.policies import load_policy
+    from ate.policies.lora import lora_targets
+    from ate.policies.train import finetune, pretrain
+
+    data = write_demos(tmp_path / "d", "panda", 3, 4, n_eps=2, T=12)
+    cfg = {"horizon": 4, "state_dim": 4}
+    kw = dict(batch_size=8, progress=False, warmup_steps=1, lr=1e-2, ema_decay=0.5)
+    pretrain(data, tmp_path / "pre", policy=fam, policy_config=cfg, steps=2, **kw)
+    tuned = finetune(data, tmp_path / "lora", init=tmp_path / "pre", adapter="lora", lora_rank=2, steps=5, **kw)
+    init, loaded = load_policy(tmp_path / "pre"), load_policy(tmp_path / "lora")
+    a, b = init.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys() == tuned.state_dict().keys()  # merged: no adapter left, loads as a plain policy
+    targets = lora_targets(init)
+    moved = 0
+    for name in targets:
+        w0, w1 = a[f"{name}.weight"], b[f"{name}.weight"]
+        delta = (w1 - w0).reshape(w0.shape[0], -1).double()
+        # B·A has rank <= r = 2 (the EMA averages A and B separately: still a product of rank-2 factors);
+        # singular values beyond the 2nd are float32 rounding of |w| ~ 1 (<= 1e-5), the adapted ones >> that
+        sv = torch.linalg.svdvals(delta)
+        assert (sv[2:] < 1e-5).all(), (name, sv[:4])
+        moved += int(sv[0] > 1e-4)
+        if f"{name}.bias" in a:
+            assert torch.equal(a[f"{name}.bias"], b[f"{name}.bias"])  # bias="none": base biases stay frozen
+    assert moved > len(targets) // 2
+    assert json.loads((tmp_path / "lora" / "train_config.json").read_text())["lora"]["rank"] == 2
