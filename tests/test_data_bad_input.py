@@ -98,7 +98,7 @@ def test_episode_ends_not_increasing_or_not_matching(tmp_path):
     with pytest.raises(DataError, match=r"short\.npz: field 'action': episode_ends\[-1\]=4 does not match the frame count"):
         load_episodes(tmp_path / "short.npz")
     group = zarr.open_group(str(tmp_path / "r.zarr"), mode="w", zarr_format=2)
-    group.create_array("data/action", shape=(6, 2), dtype="f4")[:] = 0
+    group.create_array("data/action", shape=(6, 2), dtype="f4")[:] = 1  # not fill value: zarr 3 writes the chunk
     group.create_array("meta/episode_ends", shape=(2,), dtype="i8")[:] = [3, 7]
     with pytest.raises(DataError, match=r"r\.zarr: field 'data/action': episode_ends\[-1\]=7"):
         load_episodes(tmp_path / "r.zarr")
@@ -178,3 +178,41 @@ def test_validate_catches_hand_built_sets():
     bad = EpisodeSet(np.zeros((4, 2), np.float32), [2, 4], ["a"], source="mem")
     with pytest.raises(DataError, match="1 episode names for 2 episodes"):
         validate_episodes(bad)
+
+
+@pytest.mark.parametrize("zarr_format,removed", [(2, "data/action/1.0"), (3, "data/action/c/1/0"),
+                                                 (2, "meta/episode_ends/0")])
+def test_zarr_missing_chunk_file_is_refused_not_read_as_zeros(tmp_path, zarr_format, removed):
+    episodes = make_episodes()
+    group = zarr.open_group(str(tmp_path / "z.zarr"), mode="w", zarr_format=zarr_format)
+    actions = np.concatenate(episodes)
+    group.create_array("data/action", shape=actions.shape, chunks=(7, actions.shape[1]), dtype="f4")[:] = actions
+    group.create_array("meta/episode_ends", data=np.cumsum([len(e) for e in episodes]))
+    load_episodes(tmp_path / "z.zarr")  # complete: fine
+    (tmp_path / "z.zarr" / removed).unlink()
+    array = removed.rsplit("/", 2 if zarr_format == 3 and "action" in removed else 1)[0].removesuffix("/c")
+    with pytest.raises(DataError, match=rf"z\.zarr: array '{array}' lacks chunk file '{removed}' \(1 of \d+ chunks"):
+        load_episodes(tmp_path / "z.zarr")
+
+
+def test_zarr_all_fill_chunks_left_out_by_zarr3_load_with_the_env_switch(tmp_path, monkeypatch):
+    actions = np.concatenate([np.zeros((7, 3)), np.ones((7, 3))]).astype(np.float32)  # chunk 0 all fill value
+    group = zarr.open_group(str(tmp_path / "z.zarr"), mode="w", zarr_format=3)
+    group.create_array("data/action", shape=actions.shape, chunks=(7, 3), dtype="f4")[:] = actions
+    group.create_array("meta/episode_ends", data=np.array([14]))
+    with pytest.raises(DataError, match=r"lacks chunk file 'data/action/c/0/0'.*ATE_ZARR_ALLOW_MISSING_CHUNKS=1"):
+        load_episodes(tmp_path / "z.zarr")
+    monkeypatch.setenv("ATE_ZARR_ALLOW_MISSING_CHUNKS", "1")
+    np.testing.assert_array_equal(np.asarray(load_episodes(tmp_path / "z.zarr").actions), actions)
+
+
+def test_zarr_zip_missing_chunk_file(tmp_path):
+    import zipfile
+
+    write_zarr(tmp_path / "full.zarr.zip", make_episodes())
+    with zipfile.ZipFile(tmp_path / "full.zarr.zip") as src, zipfile.ZipFile(tmp_path / "cut.zarr.zip", "w") as dst:
+        for item in src.infolist():
+            if item.filename != "data/action/0.0":
+                dst.writestr(item, src.read(item))
+    with pytest.raises(DataError, match=r"cut\.zarr\.zip: array 'data/action' lacks chunk file 'data/action/0\.0'"):
+        load_episodes(tmp_path / "cut.zarr.zip")

@@ -101,6 +101,9 @@ def test_episode_subset_and_split():
     assert set(train) | set(val) == set(range(5))
     np.testing.assert_array_equal(split_episodes(5, 0.4, seed=3)[1], val)  # deterministic
     assert len(split_episodes(5, 0.0)[1]) == 0 and len(split_episodes(1, 0.5)[1]) == 0
+    # few-demo rule: floor(E * val_ratio), never rounded up to one held-out demo
+    assert [len(split_episodes(e, 0.1)[1]) for e in (2, 9, 10, 19, 20)] == [0, 0, 1, 1, 2]
+    assert len(split_episodes(100, 0.29)[1]) == 29 and len(split_episodes(3, 0.5)[1]) == 1
     ds_val = ChunkDataset(eps, horizon=2, episodes=val)
     assert len(ds_val) == int(eps.episode_lengths[val].sum())
     episodes_seen = {ds_val.window_index(i)[0] for i in range(len(ds_val))}

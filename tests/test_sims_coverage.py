@@ -97,7 +97,7 @@ def _ate(*args, cwd):
 
 def _error_lines(stderr: str) -> list[str]:
     assert "Traceback" not in stderr
-    return [line for line in stderr.splitlines() if line.startswith("ate sims: error:")]
+    return [line for line in stderr.splitlines() if line.startswith("ate sims coverage: error:")]
 
 
 def test_coverage_cli_tiny_run_and_unknown_names(tmp_path):
@@ -116,13 +116,13 @@ def test_coverage_cli_tiny_run_and_unknown_names(tmp_path):
 
     r = _ate("sims", "coverage", "--suite", "robosuite", "--robots", "Pnada", "--seeds", 2, cwd=tmp_path)
     assert r.returncode == 1
-    assert _error_lines(r.stderr) == ["ate sims: error: unknown robosuite robot 'Pnada'; did you mean 'Panda'? "
+    assert _error_lines(r.stderr) == ["ate sims coverage: error: unknown robosuite robot 'Pnada'; did you mean 'Panda'? "
                                       "(available: " + ", ".join(ROBOSUITE_ROBOTS) + ")"]
     if MW_TASKS:
         r = _ate("sims", "coverage", "--suite", "metaworld", "--tasks", "reach-v9", cwd=tmp_path)
         assert r.returncode == 1
         (line,) = _error_lines(r.stderr)
-        assert line.startswith("ate sims: error: unknown metaworld task 'reach-v9'; did you mean 'reach-v3'?")
+        assert line.startswith("ate sims coverage: error: unknown metaworld task 'reach-v9'; did you mean 'reach-v3'?")
     assert not (tmp_path / "benchmarks").exists()  # refused before writing anything
 
 

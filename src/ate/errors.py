@@ -17,6 +17,14 @@ class CheckpointError(ATEError, ValueError):
     """A checkpoint is missing, incomplete or does not fit what it is loaded into."""
 
 
+class ConfigError(ATEError, ValueError):
+    """An option / config field has a value outside what it accepts (raised by the config dataclasses)."""
+
+
+class MissingDependencyError(ATEError, ImportError):
+    """An optional package that the chosen option needs is not installed (the message has the pip command)."""
+
+
 class SimError(ATEError, RuntimeError):
     """A simulator env or scripted expert cannot be built, is not supported for a robot / task, or fails
     during an episode. The message names suite / task / robot (and the seed, for an episode)."""

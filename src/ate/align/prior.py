@@ -12,6 +12,7 @@ Modes (SPEC "Prior summary"):
 from __future__ import annotations
 
 import math
+import sys
 
 import torch
 from torch.utils.data import DataLoader
@@ -133,9 +134,9 @@ def fit_prior(vae, dataset, mode: str = "aggregate", batch_size: int = 256, max_
     s_mu = torch.zeros(z_dim, dtype=torch.float64)
     s_mu2, s_var, s_std = torch.zeros_like(s_mu), torch.zeros_like(s_mu), torch.zeros_like(s_mu)
     count, samples = 0, []
-    if progress:
+    if progress and sys.stderr.isatty():  # no redrawn bar in log files
         from tqdm.auto import tqdm
-        loader = tqdm(loader, desc=f"prior ({mode})", unit="batch")
+        loader = tqdm(loader, desc=f"prior ({mode})", unit="batch", mininterval=1.0)
     for batch in loader:
         a = batch["action"]
         inputs = [a] if abar is None else [abar[t].sqrt() * a + (1 - abar[t]).sqrt() * torch.randn(a.shape, generator=g)

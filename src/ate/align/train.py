@@ -41,8 +41,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +58,17 @@ from ate.align.losses import kl_to_standard_normal, mmd, reconstruction_loss
 from ate.align.prior import PriorSummary, fit_prior
 from ate.align.vae import ActionVAE, VAEConfig
 from ate.checkpoint import load_tensors, load_training_state, read_json, write_json_atomic
-from ate.errors import CheckpointError, DataError, ShapeMismatchError
+from ate.errors import CheckpointError, ConfigError, DataError, ShapeMismatchError
+
+logger = logging.getLogger(__name__)
+
+
+# the allowed values of AlignConfig's string fields (the CLI offers the same ones)
+ALIGN_CHOICES = dict(pad=("repeat", "drop"), normalization=("minmax", "meanstd"), recon=("smooth_l1", "mse"),
+                     mmd_distance=("sum", "mean"), kl_direction=("paper", "reference"),
+                     mmd_target=("prior", "standard_normal"), prior_mode=("aggregate", "reference", "gmm"),
+                     log_to=("none", "wandb", "tensorboard"), lr_schedule=("cosine", "epoch_decay"),
+                     device=("auto", "cpu", "cuda"))
 
 
 @dataclass
@@ -104,19 +116,15 @@ class AlignConfig:
     eval_every: int = 500
     save_every: int = 500
     log_to: str = "none"  # none | wandb | tensorboard
+    wandb_project: str = "ate"
     progress: bool = True
 
     def __post_init__(self) -> None:
-        choices = dict(pad=("repeat", "drop"), normalization=("minmax", "meanstd"), recon=("smooth_l1", "mse"),
-                       mmd_distance=("sum", "mean"), kl_direction=("paper", "reference"),
-                       mmd_target=("prior", "standard_normal"), prior_mode=("aggregate", "reference", "gmm"),
-                       log_to=("none", "wandb", "tensorboard"), lr_schedule=("cosine", "epoch_decay"),
-                       device=("auto", "cpu", "cuda"))
-        for name, allowed in choices.items():
+        for name, allowed in ALIGN_CHOICES.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"AlignConfig.{name}={getattr(self, name)!r}; choose from {allowed}")
+                raise ConfigError(f"AlignConfig.{name}={getattr(self, name)!r}; choose from {allowed}")
         if self.steps < 1 or self.batch_size < 2:
-            raise ValueError("AlignConfig: steps >= 1 and batch_size >= 2 (MMD needs pairs) are required")
+            raise ConfigError("AlignConfig: steps >= 1 and batch_size >= 2 (MMD needs pairs) are required")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -158,19 +166,51 @@ def _load_data(data, name: str):
     return data
 
 
-def _make_datasets(eps, cfg: AlignConfig, normalizer, horizon: int):
+def _make_datasets(eps, cfg: AlignConfig, normalizer, horizon: int, main: bool = True):
+    """(train, val or None, normalizer). `main`: this process reports the split (rank 0 only)."""
     from ate.data import ChunkDataset, Normalizer, split_episodes
 
     if normalizer is None:
         normalizer = Normalizer.fit(eps, mode=cfg.normalization)
     elif normalizer.dim != eps.dim:
         raise ShapeMismatchError(f"normaliser is for D={normalizer.dim} but {eps.source} has D={eps.dim}")
-    train_idx, val_idx = split_episodes(eps.num_episodes, cfg.val_ratio, cfg.seed) if cfg.val_ratio > 0 else (None, [])
+    lengths = eps.episode_lengths
+    usable = np.arange(eps.num_episodes)
+    if cfg.pad == "drop":  # split only the episodes that give a window, so no split can end up empty
+        usable = np.flatnonzero(lengths >= horizon)
+        short = [eps.episode_names[e] for e in np.flatnonzero(lengths < horizon)]
+        if not len(usable):
+            longest = int(np.argmax(lengths))
+            raise DataError(f"{eps.source}: no episode has the {horizon} frames one chunk needs under --pad drop "
+                            f"(longest: {eps.episode_names[longest]}, {int(lengths[longest])} frames); "
+                            "use --pad repeat or a smaller --horizon")
+        if short and main:
+            logger.warning("%s: %d of %d episodes are shorter than horizon %d and are skipped under --pad drop: %s",
+                           eps.source, len(short), len(lengths), horizon,
+                           ", ".join(short[:5]) + (", ..." if len(short) > 5 else ""))
+    train_i, val_i = split_episodes(len(usable), cfg.val_ratio, cfg.seed)
+    train_idx, val_idx = usable[train_i], usable[val_i]
     train = ChunkDataset(eps, horizon=horizon, normalizer=normalizer, pad=cfg.pad, episodes=train_idx)
     val = ChunkDataset(eps, horizon=horizon, normalizer=normalizer, pad=cfg.pad, episodes=val_idx) if len(val_idx) else None
-    if len(train) == 0:
-        raise DataError(f"{eps.source}: no chunks of length {horizon} in the training split "
-                        f"({getattr(train, 'num_dropped_episodes', 0)} episodes shorter than the chunk were dropped)")
+    info = logger.info if main else logger.debug
+    why = None
+    if val is not None and len(val) < 2:  # one window cannot be validated (the MMD needs pairs): train on it
+        why = f"the {len(val_idx)} held-out episode(s) give {len(val)} window, the MMD needs 2, so they train"
+        train, val = ChunkDataset(eps, horizon=horizon, normalizer=normalizer, pad=cfg.pad, episodes=usable), None
+    if val is not None:
+        info("validation: %d of %d episodes held out (floor(%d x val_ratio %g)), %d training windows, %d validation "
+             "windows; model/ = the best validation checkpoint", len(val_idx), len(usable), len(usable), cfg.val_ratio,
+             len(train), len(val))
+    else:
+        if why is None:
+            need = math.ceil(1 / cfg.val_ratio - 1e-9) if cfg.val_ratio > 0 else None
+            why = f"val_ratio {cfg.val_ratio:g} holds out floor(E x val_ratio) episodes, none below {need}" if need \
+                else "val_ratio 0"
+        info("validation: none (%d episodes; %s): all %d windows train, no val_* metrics, model/ = the last "
+             "checkpoint", len(usable), why, len(train))
+    if len(train) < cfg.batch_size:
+        info("%d training windows < batch_size %d: each batch repeats windows (cycling a shuffled order, fresh noise "
+             "per repeat)", len(train), cfg.batch_size)
     return train, val, normalizer
 
 
@@ -187,6 +227,13 @@ def _step_of(line: str) -> float:
         return math.inf
 
 
+def _log_backend(log_to: str):
+    """The --log-to package, or one line saying which package and extra to install."""
+    from ate._optional import require
+
+    return require({"wandb": "wandb", "tensorboard": "tensorboard"}[log_to], "log", f"--log-to {log_to}")
+
+
 class _Logger:
     """metrics.jsonl (+ optional wandb / tensorboard)."""
 
@@ -197,10 +244,10 @@ class _Logger:
             self.path.write_text("".join(ln + "\n" for ln in keep))
         self.backend = None
         if enabled and cfg.log_to == "wandb":
-            import wandb
-
-            self.backend = wandb.init(project="ate-align", config=cfg.to_dict(), dir=str(out_dir))
+            wandb = _log_backend(cfg.log_to)
+            self.backend = wandb.init(project=cfg.wandb_project, config=cfg.to_dict(), dir=str(out_dir))
         elif enabled and cfg.log_to == "tensorboard":
+            _log_backend(cfg.log_to)
             from torch.utils.tensorboard import SummaryWriter
 
             self.backend = SummaryWriter(str(out_dir / "tb"))
@@ -216,6 +263,15 @@ class _Logger:
             for k, v in row.items():
                 if isinstance(v, (int, float)) and k != "step":
                     self.backend.add_scalar(k, v, row["step"])
+
+
+def _log_line(row: dict) -> str:
+    """The progress line printed instead of a bar (no TTY or --no-progress)."""
+    keys = ("loss", "recon", "kl", "mmd", "val_loss")
+    text = " ".join(f"{k} {row[k]:.4f}" for k in keys if k in row)
+    if "lr" in row:
+        text += f" lr {row['lr']:.2e} {row['samples_per_s']:.0f} samples/s"
+    return text
 
 
 def _loss_terms(vae, a, is_pad, cfg: AlignConfig, prior: PriorSummary | None, noise, target_samples, world):
@@ -267,7 +323,7 @@ def _validate(vae, val, cfg: AlignConfig, prior: PriorSummary | None, device: to
 
 # options that may change between an interrupted run and its resumption (longer runs, other logging, moving
 # the run to another device)
-_FREE_ON_RESUME = {"steps", "progress", "log_to", "log_every", "eval_every", "save_every", "device"}
+_FREE_ON_RESUME = {"steps", "progress", "log_to", "wandb_project", "log_every", "eval_every", "save_every", "device"}
 
 
 def _resume_key(d: dict) -> dict:
@@ -288,11 +344,13 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
     rank, world = _dist_info(device)
     main = rank == 0
     out_dir = Path(out_dir)
+    if cfg.log_to != "none":  # a missing logging package fails before any work
+        _log_backend(cfg.log_to)
     if cfg.batch_size % world:
-        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+        raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
     local_bs = cfg.batch_size // world
     torch.manual_seed(cfg.seed)
-    train, val, normalizer = _make_datasets(eps, cfg, normalizer, horizon)
+    train, val, normalizer = _make_datasets(eps, cfg, normalizer, horizon, main)
     overrides = {"latent_dim": cfg.latent_dim} if cfg.latent_dim else {}
     vae_cfg = VAEConfig.preset(cfg.preset, action_dim=eps.dim, horizon=horizon, **overrides)
     if prior is not None and prior.latent_dim != vae_cfg.latent_dim:
@@ -310,17 +368,30 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
     last = out_dir / "last"
     if (last / "training_state" / "state.json").is_file():
         saved = read_json(last / "config.json")
-        if _resume_key(saved.get("align_config", {})) != _resume_key(cfg.to_dict()) or saved.get("stage") != stage:
-            raise CheckpointError(f"{last} was written with a different configuration or stage; "
+        if saved.get("stage") != stage:
+            raise CheckpointError(f"{last} is a stage-{saved.get('stage')} checkpoint, this is stage {stage}; "
+                                  "use a new --out directory")
+        old_cfg, new_cfg = _resume_key(saved.get("align_config", {})), _resume_key(cfg.to_dict())
+        changed = [f"--{k.replace('_', '-')} {old_cfg.get(k)!r} (checkpoint) vs {new_cfg.get(k)!r} (now)"
+                   for k in sorted(old_cfg.keys() | new_cfg.keys()) if old_cfg.get(k) != new_cfg.get(k)]
+        if changed:
+            raise CheckpointError(f"{last} was written with a different configuration: {'; '.join(changed)}; "
                                   "use a new --out directory or the same options to resume")
         # other data (other D, other statistics) would otherwise fail deep in load_state_dict or, worse,
         # silently continue on different data
-        if saved.get("vae_config") != vae_cfg.to_dict() or saved.get("normalizer") != json.loads(json.dumps(meta["normalizer"])):
-            raise CheckpointError(f"{last} was trained on different data (action dims / normalisation stats differ "
-                                  f"from {eps.source}); use a new --out directory or the same data to resume")
+        old_vae, new_vae = saved.get("vae_config") or {}, vae_cfg.to_dict()
+        what = [f"{k} {old_vae.get(k)!r} (checkpoint) vs {new_vae.get(k)!r} (now)"
+                for k in sorted(old_vae.keys() | new_vae.keys()) if old_vae.get(k) != new_vae.get(k)]
+        if saved.get("normalizer") != json.loads(json.dumps(meta["normalizer"])):
+            what.append("normalisation stats differ")
+        if what:
+            raise CheckpointError(f"{last} was trained on different data than {eps.source} ({'; '.join(what)}); "
+                                  "use a new --out directory or the same data to resume")
         vae.load_state_dict(load_tensors(last / "model.safetensors"))  # copies onto the device
         state = load_training_state(last / "training_state", opt, {"noise": g_noise})
         step, best = state["step"], state["best"]
+        if main:
+            logger.info("resumed from %s at step %d of %d", last, step, cfg.steps)
     elif main:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out_dir / "run.json", {**meta, "train_chunks": len(train), "val_chunks": len(val) if val else 0,
@@ -328,7 +399,7 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
     model = vae
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(vae, device_ids=[device.index] if device.type == "cuda" else None)
-    logger = _Logger(out_dir, cfg, step, main)
+    metrics = _Logger(out_dir, cfg, step, main)
 
     def lr_at(s: int) -> float:
         if cfg.lr_schedule == "epoch_decay":
@@ -341,19 +412,21 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
                             {"step": step, "best": best}) if with_state else None)
 
     bar = None
-    if main and cfg.progress:
+    if main and cfg.progress and sys.stderr.isatty():  # redrawn bars would flood a log file: log lines there
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.steps, initial=step, desc=f"align stage {stage}", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=cfg.steps, initial=step, desc=f"align stage {stage}", unit="step", dynamic_ncols=True,
+                   mininterval=1.0)
     vae.train()
     t_log, n_log = time.perf_counter(), 0
     while step < cfg.steps:
         epoch, pos = divmod(step, steps_per_epoch)
         # global batch indices: a permutation per epoch, a function of (seed, epoch) only
         perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
-        glob = perm[(pos * cfg.batch_size) % len(train):][: cfg.batch_size]
-        if len(glob) < cfg.batch_size:  # tiny datasets: wrap around
-            glob = torch.cat([glob, perm[: cfg.batch_size - len(glob)]])
+        # consecutive slices of the permutation, wrapping around; with fewer windows than a batch (a few
+        # demos) the permutation repeats, i.e. windows recur within the batch with their own noise
+        start = (pos * cfg.batch_size) % len(train)
+        glob = perm.repeat(cfg.batch_size // len(train) + 2)[start:start + cfg.batch_size]
         mine = glob[rank * local_bs:(rank + 1) * local_bs]
         b = _batch(train, mine, device)
         noise = torch.randn(cfg.batch_size, vae_cfg.latent_dim, generator=g_noise)[rank * local_bs:(rank + 1) * local_bs]
@@ -373,7 +446,7 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
         n_log += cfg.batch_size
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", recon=f"{terms['recon']:.4f}")
+            bar.set_postfix(loss=f"{loss.item():.4f}", recon=f"{terms['recon']:.4f}", refresh=False)
         row = None
         if step % cfg.log_every == 0 or step == cfg.steps:
             dt = time.perf_counter() - t_log
@@ -388,7 +461,9 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
                 if main:
                     save("best", with_state=False)
         if row is not None:
-            logger.log(row)
+            metrics.log(row)
+            if main and bar is None:
+                logger.info("align stage %d step %d/%d %s", stage, step, cfg.steps, _log_line(row))
         if main and (step % cfg.save_every == 0 or step == cfg.steps):
             save("last", with_state=True)
         if world > 1:

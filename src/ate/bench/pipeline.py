@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ate.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 ARMS = ("sft", "ate", "ate_paper", "ate_unaligned", "lora", "scratch")
@@ -55,6 +57,8 @@ GUIDED_ARMS = ("ate", "ate_paper", "ate_unaligned")
 # the guidance exactly as published (SPEC "Steer"; the defaults of ate.steer.GuidanceConfig)
 PAPER_GUIDANCE = dict(scale=2.0, clamp=0.1, sign="reference", encoder_mode="sample", reduction="reference", t_cap=None,
                       noise_min=0.0, noise_max=1.0, strength="absolute", latent_target="clean")
+# AlignConfig fields that do not change a VAE stage's result (so they do not invalidate its cache)
+_NOT_STAGE_PARAMS = ("progress", "wandb_project")
 ML10_TRAIN = ["reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-close-v3", "button-press-topdown-v3",
               "peg-insert-side-v3", "window-open-v3", "sweep-v3", "basketball-v3"]
 ML10_TEST = ["drawer-open-v3", "door-close-v3", "shelf-place-v3", "sweep-into-v3", "lever-pull-v3"]
@@ -163,26 +167,26 @@ class BenchConfig:
         from ate.bench.sims import SUITES
 
         if self.suite not in SUITES:
-            raise ValueError(f"BenchConfig.suite={self.suite!r}; choose from {SUITES}")
+            raise ConfigError(f"BenchConfig.suite={self.suite!r}; choose from {SUITES}")
         bad = [a for a in self.arms if a not in ARMS]
         if bad or not self.arms:
-            raise ValueError(f"BenchConfig.arms={self.arms}; choose a non-empty subset of {ARMS}")
+            raise ConfigError(f"BenchConfig.arms={self.arms}; choose a non-empty subset of {ARMS}")
         for name in ("source_robots", "source_tasks", "target_tasks", "n_target_demos", "seeds"):
             if not getattr(self, name):
-                raise ValueError(f"BenchConfig.{name} must not be empty")
+                raise ConfigError(f"BenchConfig.{name} must not be empty")
         for name in ("n_source_demos", "pretrain_steps", "finetune_steps", "eval_episodes", "batch_size",
                      "stage1_steps", "stage2_steps", "action_steps"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"BenchConfig.{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"BenchConfig.{name} must be >= 1, got {getattr(self, name)}")
         if min(self.n_target_demos) < 1:
-            raise ValueError(f"BenchConfig.n_target_demos must be >= 1, got {self.n_target_demos}")
+            raise ConfigError(f"BenchConfig.n_target_demos must be >= 1, got {self.n_target_demos}")
         if self.eval_every < 0 or self.source_eval_episodes < 0:
-            raise ValueError("BenchConfig.eval_every and source_eval_episodes must be >= 0")
+            raise ConfigError("BenchConfig.eval_every and source_eval_episodes must be >= 0")
         if self.finetune_epochs is not None and self.eval_every:
-            raise ValueError("BenchConfig.eval_every needs a fixed budget: unset finetune_epochs (the budget rule "
+            raise ConfigError("BenchConfig.eval_every needs a fixed budget: unset finetune_epochs (the budget rule "
                              "gives each number of demos its own step count)")
         if self.suite == "metaworld" and (self.target_robot != "Sawyer" or self.source_robots != ["Sawyer"]):
-            raise ValueError("MetaWorld has one arm: use source_robots=['Sawyer'] and target_robot='Sawyer'")
+            raise ConfigError("MetaWorld has one arm: use source_robots=['Sawyer'] and target_robot='Sawyer'")
         # bad VAE / guidance options fail now, not after an hour of pretraining
         from ate.steer import GuidanceConfig
 
@@ -195,7 +199,7 @@ class BenchConfig:
         """The named setting of a suite ("smoke" | "quick" | "full") with field overrides."""
         if (suite, preset) not in PRESETS:
             names = sorted({p for _, p in PRESETS})
-            raise ValueError(f"no preset {preset!r} for suite {suite!r}; presets: {names}")
+            raise ConfigError(f"no preset {preset!r} for suite {suite!r}; presets: {names}")
         values = {**PRESETS[(suite, preset)], "suite": suite, "preset": preset}
         values.update(overrides)
         return cls(**values)
@@ -493,7 +497,8 @@ def run_bench(config: BenchConfig, command: str | None = None) -> dict[str, Any]
 
     s1_params = dict(pretrain=pre_params, vae=cfg.align_config(cfg.stage1_steps, cfg.pretrain_seed, horizon, "repeat",
                                                                norm_mode).to_dict())
-    s1_params["vae"].pop("progress")
+    for k in _NOT_STAGE_PARAMS:
+        s1_params["vae"].pop(k)
     log(f"stage 1 VAE on source chunks ({cfg.stage1_steps} steps)")
     s1_model = Path(stages.run("stage1", s1_params, do_stage1, output=s1_dir))
 
@@ -515,7 +520,7 @@ def run_bench(config: BenchConfig, command: str | None = None) -> dict[str, Any]
 
                     return str(train_stage2(str(tdir), s2_dir, s1_model, a2, normalizer=target_norm))
 
-                p2 = dict(stage1=s1_params, data=str(tdir), vae={k: v for k, v in a2.to_dict().items() if k != "progress"},
+                p2 = dict(stage1=s1_params, data=str(tdir), vae={k: v for k, v in a2.to_dict().items() if k not in _NOT_STAGE_PARAMS},
                           normalizer=target_norm.to_dict())
                 log(f"stage 2 VAE ({'aligned' if aligned else 'target-only'}) on {n} target demos/task, seed {seed} "
                     f"({cfg.stage2_steps} steps)")

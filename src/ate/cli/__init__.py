@@ -23,7 +23,9 @@ COMMANDS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ate", description="Align-Then-stEer: align action chunks of source and target data in one latent space, then steer fine-tuning with latent guidance.")
+    from ate.cli._options import ArgumentParser
+
+    parser = ArgumentParser(prog="ate", description="Align-Then-stEer: align action chunks of source and target data in one latent space, then steer fine-tuning with latent guidance.")
     from ate import __version__
 
     parser.add_argument("--version", action="version", version=f"ate {__version__}")
@@ -39,6 +41,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_library_messages() -> None:
+    """ate's own log lines (data loaded, validation rule, resume, progress without a bar) go to stderr as
+    plain one-liners; other libraries keep their own logging settings."""
+    import logging
+
+    log = logging.getLogger("ate")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -47,10 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from ate.errors import ATEError
 
+    _show_library_messages()
     try:
         return int(args.func(args) or 0)
     except ATEError as exc:
-        print(f"ate {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{getattr(args, 'prog_name', f'ate {args.command}')}: error: {exc}", file=sys.stderr)
         return 1
 
 

@@ -7,7 +7,9 @@ import argparse
 
 def register(sub) -> None:
     from ate.align.train import AlignConfig
+    from ate.cli._fields import INT_GE1
     from ate.cli._options import add_dataclass_options
+    from ate.data import FORMATS
 
     p = sub.add_parser("align", help="train the stage-1 (source) and stage-2 (target) action VAEs",
                        description="Align: stage 1 trains a VAE on source action chunks and summarises its latent "
@@ -17,7 +19,8 @@ def register(sub) -> None:
                         ("stage2", "VAE on the target data, aligned to a stage-1 prior")):
         s = stages.add_parser(name, help=help_)
         s.add_argument("--data", required=True, help="dataset path (HDF5 dir/file, zarr, LeRobot root, npz, npy dir)")
-        s.add_argument("--format", default="auto", help="force a format instead of auto-detection")
+        s.add_argument("--format", default="auto", choices=("auto", *FORMATS),
+                       help="force a format instead of auto-detection (default: %(default)s)")
         s.add_argument("--key", default=None, help="per-frame field to read (default: the format's action field)")
         s.add_argument("--out", required=True, help="run directory (re-run the same command to resume)")
         s.add_argument("--normalizer-from", default=None,
@@ -28,9 +31,10 @@ def register(sub) -> None:
         add_dataclass_options(s, AlignConfig, group="training options")
         s.set_defaults(func=_run)
     t = stages.add_parser("toy", help="generate a small synthetic source/target pair and run both stages + inspect")
-    t.add_argument("--out", default="runs/toy-align")
-    t.add_argument("--steps", type=int, default=400)
-    t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    t.add_argument("--out", default="runs/toy-align", help="run directory (default: %(default)s)")
+    t.add_argument("--steps", type=INT_GE1, default=400, help="steps per stage (default: %(default)s)")
+    t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="progress bars on a terminal, else log lines (default: %(default)s)")
     t.set_defaults(func=_toy)
 
 

@@ -15,39 +15,20 @@ import typing
 SKIP = {"suite", "preset"}
 
 
-def _none_or(cast):
-    def parse(text: str):
-        return None if text.lower() in ("none", "null") else cast(text)
-
-    parse.__name__ = getattr(cast, "__name__", "value")
-    return parse
-
-
 def add_config_options(parser: argparse.ArgumentParser) -> None:
     """One `--field-name` per BenchConfig field; an option left out keeps the preset's value.
     Options typed `X | None` accept "none"."""
     from ate.bench.pipeline import BenchConfig
+    from ate.cli._fields import BENCH_GUIDANCE_NOTE, FIELDS
+    from ate.cli._options import add_field_option
 
     hints = typing.get_type_hints(BenchConfig)
-    group = parser.add_argument_group("run options (default: the preset's value; see BenchConfig)")
+    specs = FIELDS["BenchConfig"]
+    group = parser.add_argument_group("run options (default: the preset's value; see BenchConfig)",
+                                      BENCH_GUIDANCE_NOTE)
     for f in dataclasses.fields(BenchConfig):
-        if f.name in SKIP:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        hint = hints[f.name]
-        args = typing.get_args(hint)
-        optional = type(None) in args
-        base = next((t for t in args if t is not type(None)), hint) if optional else hint
-        origin = typing.get_origin(base)
-        if base is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
-        elif origin is list:
-            group.add_argument(flag, nargs="+", type=typing.get_args(base)[0], default=argparse.SUPPRESS, metavar=f.name.upper())
-        elif origin is dict:
-            group.add_argument(flag, type=json.loads, default=argparse.SUPPRESS, metavar="JSON",
-                               help='JSON object, e.g. \'{"horizon": 16}\'')
-        else:
-            group.add_argument(flag, type=_none_or(base) if optional else base, default=argparse.SUPPRESS, metavar=f.name.upper())
+        if f.name not in SKIP:
+            add_field_option(group, f.name, hints[f.name], specs[f.name])
 
 
 def config_from_args(args: argparse.Namespace):
@@ -64,8 +45,11 @@ def register(sub) -> None:
                        description="Demos -> pretrain on source -> stage-1 VAE -> stage-2 VAE -> fine-tune SFT and ATE from "
                                    "the same checkpoint -> evaluate on fixed seeds -> results.json, report.md, plots. "
                                    "Cached and resumable: re-run the same command to continue.")
-    p.add_argument("--suite", choices=["robosuite", "metaworld"], default="robosuite")
-    p.add_argument("--preset", choices=["smoke", "quick", "full"], default="quick")
+    p.add_argument("--suite", choices=["robosuite", "metaworld"], default="robosuite",
+                   help="simulator suite (default: %(default)s)")
+    p.add_argument("--preset", choices=["smoke", "quick", "full"], default="quick",
+                   help="budget: smoke = plumbing check (minutes, success rates meaningless); quick = smallest "
+                        "comparison of the arms; full = the README results (default: %(default)s)")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
     add_config_options(p)
     p.set_defaults(func=_run)

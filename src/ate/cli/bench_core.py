@@ -9,22 +9,24 @@ DEFAULT_PARTS = ("throughput", "guidance", "memory")
 
 
 def register(sub) -> None:
+    from ate.cli._fields import INT_GE1
+
     p = sub.add_parser("bench-core", help="VAE training throughput, guidance overhead ratio, stage-1 peak RSS",
                        description="Measure the core figures and write results.json, report.md and figures.png. "
                                    "Record the machine load: on a shared machine absolute times are pessimistic.")
     p.add_argument("--out", default="benchmarks/results/core", help="output directory (default: %(default)s)")
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(DEFAULT_PARTS),
                    help="which figures to measure (default: %(default)s; guidance_sweep = overhead vs denoiser size)")
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default: %(default)s)")
+    p.add_argument("--threads", type=INT_GE1, default=2, help="torch.set_num_threads (default: %(default)s)")
     p.add_argument("--quick", action=argparse.BooleanOptionalAction, default=False,
                    help="tiny sizes for a smoke run (seconds; numbers not meaningful)")
-    p.add_argument("--memory-episodes", type=int, default=10_000, help="episodes of the large dataset")
-    p.add_argument("--memory-length", type=int, default=1000, help="frames per episode of the large dataset")
-    p.add_argument("--memory-steps", type=int, default=200, help="stage-1 steps on the large dataset")
+    p.add_argument("--memory-episodes", type=INT_GE1, default=10_000, help="episodes of the large dataset")
+    p.add_argument("--memory-length", type=INT_GE1, default=1000, help="frames per episode of the large dataset")
+    p.add_argument("--memory-steps", type=INT_GE1, default=200, help="stage-1 steps on the large dataset")
     p.add_argument("--memory-workdir", default=None,
                    help="where to write the large dataset (default: a temporary dir; deleted afterwards)")
-    p.add_argument("--throughput-steps", type=int, default=None, help="timed steps per small-preset run (default 8)")
-    p.add_argument("--guidance-repeats", type=int, default=None, help="interleaved pairs per variant (default 8)")
+    p.add_argument("--throughput-steps", type=INT_GE1, default=None, help="timed steps per small-preset run (default 8)")
+    p.add_argument("--guidance-repeats", type=INT_GE1, default=None, help="interleaved pairs per variant (default 8)")
     p.add_argument("--sweep-sizes", nargs="+", default=None, metavar="DIMS",
                    help="UNet down_dims of the guidance sweep, comma-separated per size, e.g. 48,96 256,512,1024 "
                         "(default: 0.6 / 3.9 / 15 / 62 M params)")

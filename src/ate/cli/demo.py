@@ -8,13 +8,15 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
+    from ate.cli._fields import INT_GE1
+
     p = sub.add_parser("demo", help="quick cross-embodiment demo: SFT vs ATE on robosuite (about 10 min on 2 cores)",
                        description="Pretrain a small Diffusion Policy on Panda + IIWA (joint-space actions), adapt it to "
                                    "UR5e with 5 demos by plain fine-tuning (SFT) and by ATE, evaluate both on the same "
                                    "seeds, print the table and write the plot.")
     p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
     p.add_argument("--preset", choices=["smoke", "quick"], default="quick", help="smoke: a 2-minute plumbing check")
-    p.add_argument("--workers", type=int, default=2, help="processes for demos and evaluation")
+    p.add_argument("--workers", type=INT_GE1, default=2, help="processes for demos and evaluation")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 

@@ -2,14 +2,18 @@
 
 
 def register(sub) -> None:
+    from ate.cli._fields import INT_GE1
+
     p = sub.add_parser("inspect", help="plot source/target latents, the prior summary and reconstruction errors")
     p.add_argument("--model", required=True, help="VAE run or model dir (usually stage 2)")
     p.add_argument("--data", required=True, help="dataset of that VAE (target data)")
     p.add_argument("--source", default=None, help="stage-1 run or model dir to plot alongside")
     p.add_argument("--source-data", default=None, help="source dataset (with --source)")
-    p.add_argument("--method", choices=("pca", "tsne"), default="pca")
-    p.add_argument("--max-points", type=int, default=1500)
-    p.add_argument("--out", required=True)
+    p.add_argument("--method", choices=("pca", "tsne"), default="pca",
+                   help="2-D projection of the latents (default: %(default)s)")
+    p.add_argument("--max-points", type=INT_GE1, default=1500,
+                   help="latents plotted per dataset, a seeded subset (default: %(default)s)")
+    p.add_argument("--out", required=True, help="output directory for the plot and the summary")
     p.set_defaults(func=_run)
 
 

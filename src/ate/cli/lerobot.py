@@ -15,6 +15,7 @@ NORM_MODES = ("MIN_MAX", "MEAN_STD", "QUANTILES", "QUANTILE10")
 
 def register(sub) -> None:
     from ate.align.train import AlignConfig
+    from ate.cli._fields import INT_GE1
     from ate.cli._options import add_dataclass_options
 
     p = sub.add_parser("lerobot", help="LeRobot integration: train the VAEs from LeRobotDataset roots",
@@ -29,7 +30,7 @@ def register(sub) -> None:
     a.add_argument("--policy", required=True, choices=("diffusion", "pi0", "pi05", "smolvla"),
                    help="LeRobot policy family whose normalisation and chunk length the VAEs must use")
     a.add_argument("--out", required=True, help="run directory: OUT/stage1, OUT/stage2 (re-run to resume)")
-    a.add_argument("--horizon", type=int, default=None,
+    a.add_argument("--horizon", type=INT_GE1, default=None,
                    help="chunk length = the policy's --policy.horizon (diffusion) / --policy.chunk_size "
                         "(pi0 family); default: LeRobot's default for --policy")
     a.add_argument("--norm-mode", choices=NORM_MODES, default=None,

@@ -12,12 +12,21 @@ def _policy_config(text: str | None) -> dict:
         return {}
     from pathlib import Path
 
+    from ate.errors import ConfigError
+
     p = Path(text)
-    return json.loads(p.read_text() if p.is_file() else text)
+    try:
+        value = json.loads(p.read_text() if p.is_file() else text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--policy-config: neither a JSON object nor a JSON file: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"--policy-config: expected a JSON object, got {text!r}")
+    return value
 
 
 def register(sub) -> None:
-    from ate.cli._options import add_dataclass_options
+    from ate.cli._fields import GUIDANCE, GUIDANCE_NOTE, INT_GE1
+    from ate.cli._options import add_dataclass_options, add_field_option, number
     from ate.policies.train import TrainConfig
 
     p = sub.add_parser("policy", help="pretrain / fine-tune (plain or ATE) / run the reference policies",
@@ -28,7 +37,9 @@ def register(sub) -> None:
     s = cmds.add_parser("pretrain", help="train a fresh policy on source datasets")
     s.add_argument("--data", nargs="+", required=True, help="dataset path(s); robots from the episodes' 'robot' attr")
     s.add_argument("--out", required=True, help="run directory (re-run to resume)")
-    s.add_argument("--policy", default="dp", help="dp | rdt | pi0")
+    s.add_argument("--policy", default="dp", choices=("dp", "rdt", "pi0", "dp_unet", "rdt_dit", "pi0_flow"),
+                   help="family: dp = DDPM eps-prediction 1-D UNet, rdt = x0-prediction DiT, pi0 = flow matching "
+                        "(default: %(default)s)")
     s.add_argument("--policy-config", default=None, help='JSON overrides, e.g. \'{"horizon": 16, "state_dim": 64}\'')
     _data_opts(s)
     add_dataclass_options(s, TrainConfig, group="training options")
@@ -38,27 +49,21 @@ def register(sub) -> None:
     f.add_argument("--data", nargs="+", required=True, help="target dataset path(s), one robot")
     f.add_argument("--out", required=True, help="run directory (re-run to resume)")
     f.add_argument("--init", required=True, help="pretrained policy (model dir or pretrain run dir)")
-    f.add_argument("--guidance", choices=["off", "ate"], default="off")
+    f.add_argument("--guidance", choices=["off", "ate"], default="off",
+                   help="off = plain fine-tuning (SFT); ate = add the latent guidance term (needs --vae) "
+                        "(default: %(default)s)")
     f.add_argument("--vae", default=None, help="adaptation VAE directory (ate align stage2), for --guidance ate")
-    f.add_argument("--scale", type=float, default=2.0, help="lambda (default 2.0, paper best)")
-    f.add_argument("--clamp", type=float, default=0.1, help="kappa, element clamp of c(t)*g (default 0.1)")
-    f.add_argument("--sign", choices=["reference", "flipped"], default="reference")
-    f.add_argument("--encoder-mode", choices=["sample", "mean"], default="sample")
-    f.add_argument("--reduction", choices=["reference", "per_sample"], default="reference")
-    f.add_argument("--t-cap", type=float, default=None, help="cap on the time at which c(t) is evaluated")
-    f.add_argument("--noise-min", type=float, default=0.0,
-                   help="guide only samples whose noise level (0 clean .. 1 pure noise) is >= this (default 0)")
-    f.add_argument("--noise-max", type=float, default=1.0, help="... and <= this (default 1: every sample, as the paper)")
-    f.add_argument("--strength", choices=["absolute", "relative"], default="absolute",
-                   help="absolute: lambda multiplies g (paper); relative: g rescaled per sample to the policy's "
-                        "residual, so lambda is the shift as a fraction of it")
-    f.add_argument("--latent-target", choices=["clean", "source_mode"], default="clean",
-                   help="clean: pull E(x_t) toward E(a0) (paper); source_mode: toward the nearest source-prior mode")
+    guidance = f.add_argument_group("guidance options (--guidance ate)", GUIDANCE_NOTE)
+    for name, default in (("scale", 2.0), ("clamp", 0.1), ("sign", "reference"), ("encoder_mode", "sample"),
+                          ("reduction", "reference"), ("t_cap", None), ("noise_min", 0.0), ("noise_max", 1.0),
+                          ("strength", "absolute"), ("latent_target", "clean")):
+        add_field_option(guidance, name, type(default) if default is not None else float, GUIDANCE[name], default)
     f.add_argument("--adapter", choices=["full", "lora"], default="full",
                    help="full: every weight trains; lora: peft LoRA adapters on every Linear / Conv1d (merged into the "
-                        "saved model), the parameter-efficient baseline")
-    f.add_argument("--lora-rank", type=int, default=8, help="LoRA rank r (default 8)")
-    f.add_argument("--lora-alpha", type=float, default=None, help="LoRA scale numerator (scale alpha / r; default 2r)")
+                        "saved model), the parameter-efficient baseline (default: %(default)s)")
+    f.add_argument("--lora-rank", type=INT_GE1, default=8, help="LoRA rank r (default: %(default)s)")
+    f.add_argument("--lora-alpha", type=number(float, lo=0, lo_open=True, none=True), default=None,
+                   help="LoRA scale numerator (scale alpha / r; default 2r)")
     f.add_argument("--normalizer", default=None,
                    help="target action stats from a VAE dir / policy dir / Normalizer JSON (give both arms the same)")
     _data_opts(f)
@@ -68,31 +73,35 @@ def register(sub) -> None:
     q = cmds.add_parser("predict", help="sample action chunks for the first state of each episode of a dataset")
     q.add_argument("--policy", required=True, help="model dir or run dir")
     q.add_argument("--data", required=True, help="dataset whose episode start states are used")
-    q.add_argument("--robot", default=None)
+    q.add_argument("--robot", default=None, help="robot whose action head to use (default: the episode's robot)")
     q.add_argument("--task", default=None, help="task name (default: the episode's task attr)")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default: %(default)s)")
     q.add_argument("--out", default=None, help="write chunks to this .npz (default: print a summary)")
     q.set_defaults(func=_predict)
 
     b = cmds.add_parser("bench", help="train-step time with / without ATE, inference time, parameter counts")
-    b.add_argument("--out", default="benchmarks/results/policies")
-    b.add_argument("--families", nargs="+", default=["dp", "rdt", "pi0"])
-    b.add_argument("--steps", type=int, default=30, help="timed steps per arm and repeat")
-    b.add_argument("--repeats", type=int, default=3, help="interleaved off/ate blocks (reduces load noise)")
-    b.add_argument("--batch-size", type=int, default=64)
-    b.add_argument("--horizon", type=int, default=16)
-    b.add_argument("--vae-preset", default="small")
-    b.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    b.add_argument("--out", default="benchmarks/results/policies", help="output directory (default: %(default)s)")
+    b.add_argument("--families", nargs="+", default=["dp", "rdt", "pi0"], choices=("dp", "rdt", "pi0"),
+                   help="policy families to time (default: all)")
+    b.add_argument("--steps", type=INT_GE1, default=30, help="timed steps per arm and repeat (default: %(default)s)")
+    b.add_argument("--repeats", type=INT_GE1, default=3,
+                   help="interleaved off/ate blocks, reduce load noise (default: %(default)s)")
+    b.add_argument("--batch-size", type=INT_GE1, default=64, help="training batch (default: %(default)s)")
+    b.add_argument("--horizon", type=INT_GE1, default=16, help="chunk length (default: %(default)s)")
+    b.add_argument("--vae-preset", default="small", choices=("small", "reference"),
+                   help="adaptation VAE size (default: %(default)s)")
+    b.add_argument("--threads", type=INT_GE1, default=None, help="torch threads (default: torch's choice)")
     b.add_argument("--sizes", nargs="+", default=["default"], choices=["default", "large"],
                    help="policy sizes; 'large' (~10x compute) shows the ratio shrinking with policy size")
-    b.add_argument("--large-steps", type=int, default=6, help="timed steps per arm and repeat for 'large'")
+    b.add_argument("--large-steps", type=INT_GE1, default=6,
+                   help="timed steps per arm and repeat for 'large' (default: %(default)s)")
     b.set_defaults(func=_bench)
 
     n = cmds.add_parser("normalizer", help="write one robot's action stats of a policy as a Normalizer JSON "
                                            "(for `ate align --normalizer-from`)")
-    n.add_argument("--policy", required=True)
-    n.add_argument("--robot", default=None)
-    n.add_argument("--out", required=True)
+    n.add_argument("--policy", required=True, help="model dir or run dir")
+    n.add_argument("--robot", default=None, help="robot to export (default: the policy's default robot)")
+    n.add_argument("--out", required=True, help="Normalizer JSON file to write")
     n.set_defaults(func=_normalizer)
 
 
@@ -121,7 +130,11 @@ def _pretrain(args) -> int:
 
 
 def _finetune(args) -> int:
+    from ate.errors import ConfigError
     from ate.policies.train import finetune
+
+    if args.guidance == "ate" and not args.vae:
+        raise ConfigError("--guidance ate needs --vae <adaptation VAE dir> (ate align stage2 --out ...)")
 
     finetune(args.data, args.out, init=args.init, guidance=args.guidance, vae=args.vae, scale=args.scale,
              clamp=args.clamp, sign=args.sign, encoder_mode=args.encoder_mode, reduction=args.reduction,

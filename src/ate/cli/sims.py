@@ -16,7 +16,7 @@ def register(sub) -> None:
                                     "single arms × Lift, Stack; all 50 MetaWorld v3 tasks) on fixed seeds, up to the "
                                     "env's own step limit, and write JSON + Markdown + PNG. Also reports success "
                                     "within the episode budget `ate bench` uses.")
-    c.add_argument("--suite", choices=["robosuite", "metaworld"], required=True)
+    c.add_argument("--suite", choices=["robosuite", "metaworld"], required=True, help="simulator suite")
     c.add_argument("--robots", nargs="+", help="robosuite robots (default: Panda Sawyer IIWA Jaco Kinova3 UR5e XArm7)")
     c.add_argument("--tasks", nargs="+", help="tasks (default: every task of the suite)")
     c.add_argument("--seeds", type=int, default=20, help="episodes per robot × task (default: 20)")

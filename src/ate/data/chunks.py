@@ -15,6 +15,7 @@ Policy training can pair the action windows with other per-frame fields (states)
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Mapping, Sequence
 
@@ -51,18 +52,25 @@ def check_aligned(reference: EpisodeSet, other: EpisodeSet, name: str = "extra")
 
 
 def split_episodes(num_episodes: int, val_ratio: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Random split of episode indices (DP `get_val_mask`): (train_idx, val_idx), both sorted int64.
+    """Random split of episode indices by episode (as DP's `get_val_mask`): (train_idx, val_idx), sorted int64.
 
-    With val_ratio > 0 and at least 2 episodes, val gets round(E * val_ratio) episodes, at least 1 and at
-    most E - 1; with val_ratio <= 0 it is empty.
+    Few-demo rule: val gets floor(E * val_ratio) episodes, never rounded up, so with fewer than
+    1 / val_ratio episodes (10 at 0.1) nothing is held out and every demo trains. (DP holds out at least
+    one episode, which with 2 demos is half the data.) The training split always keeps >= 1 episode.
     """
     if num_episodes <= 0:
         raise DataError(f"cannot split {num_episodes} episodes")
     if not 0 <= val_ratio < 1:
         raise ValueError(f"val_ratio must be in [0, 1), got {val_ratio}")
-    n_val = 0 if val_ratio <= 0 or num_episodes < 2 else min(max(1, round(num_episodes * val_ratio)), num_episodes - 1)
+    n_val = num_val_episodes(num_episodes, val_ratio)
     perm = np.random.default_rng(seed).permutation(num_episodes)
     return np.sort(perm[n_val:]).astype(np.int64), np.sort(perm[:n_val]).astype(np.int64)
+
+
+def num_val_episodes(num_episodes: int, val_ratio: float) -> int:
+    """floor(E * val_ratio), the number of held-out episodes (`split_episodes`); the epsilon absorbs float
+    products such as 0.29 * 100 = 28.999..."""
+    return int(math.floor(num_episodes * max(val_ratio, 0.0) + 1e-9)) if num_episodes > 1 else 0
 
 
 class ChunkDataset(Dataset):

@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ from typing import Any
 
 import torch
 
-from ate.errors import CheckpointError, ShapeMismatchError
+from ate.errors import CheckpointError, ConfigError, ShapeMismatchError
 
 logger = logging.getLogger(__name__)
 
@@ -83,11 +84,16 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"TrainConfig.steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+            raise ConfigError(f"TrainConfig.steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
         if self.epochs is not None and not self.epochs > 0:
-            raise ValueError(f"TrainConfig.epochs must be > 0 (or None to use steps), got {self.epochs}")
+            raise ConfigError(f"TrainConfig.epochs must be > 0 (or None to use steps), got {self.epochs}")
         if self.min_steps < 1 or (self.max_steps is not None and self.max_steps < self.min_steps):
-            raise ValueError(f"TrainConfig needs 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
+            raise ConfigError(f"TrainConfig needs 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
+        if self.mixed_precision not in ("no", "bf16"):
+            raise ConfigError(f"TrainConfig.mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
+        from ate.training import resolve_device
+
+        resolve_device(self.device)  # validates the name and that a requested GPU exists
 
     def resolve_steps(self, num_windows: int) -> "TrainConfig":
         """This config with `steps` set by the budget rule for a dataset of `num_windows` windows (a no-op
@@ -97,11 +103,6 @@ class TrainConfig:
         n = math.ceil(self.epochs * num_windows / self.batch_size)
         n = max(self.min_steps, n if self.max_steps is None else min(n, self.max_steps))
         return dataclasses.replace(self, steps=n)
-        if self.mixed_precision not in ("no", "bf16"):
-            raise ValueError(f"TrainConfig.mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
-        from ate.training import resolve_device
-
-        resolve_device(self.device)  # validates the name and that a requested GPU exists
 
 
 class EMA:
@@ -252,7 +253,7 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
     acc = Accelerator(cpu=resolve_device(cfg.device).type == "cpu")
     world, rank = acc.num_processes, acc.process_index
     if cfg.batch_size % world:
-        raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {world} processes")
+        raise ConfigError(f"batch_size={cfg.batch_size} is not divisible by the {world} processes")
     local = slice(rank * cfg.batch_size // world, (rank + 1) * cfg.batch_size // world)
     shard = BatchShard(cfg.batch_size, local.start)
     if guidance is not None:
@@ -271,7 +272,8 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
     last = out / "checkpoints" / "last"
     if resume and last.exists():
         start = _load_checkpoint(last.resolve(), policy, ema, optimizer, scheduler, gens)["step"]
-        logger.info("resumed %s at step %d", last.resolve(), start)
+        if acc.is_main_process:
+            logger.info("resumed from %s at step %d of %d", last.resolve(), start, cfg.steps)
     elif acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "train_config.json", {**(run_info or {}), "train": dataclasses.asdict(cfg),
@@ -282,8 +284,13 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
     model = acc.prepare(policy)
     ema_device_sync = acc.unwrap_model(model)
     autocast = torch.autocast(device_type=acc.device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not (cfg.progress and acc.is_main_process),
-               desc=f"train {policy.config.type}", dynamic_ncols=True)
+    if acc.is_main_process and len(dataset) < cfg.batch_size:
+        logger.info("%d training windows < batch_size %d: batches repeat windows (indices are drawn with "
+                    "replacement)", len(dataset), cfg.batch_size)
+    # a bar only on a terminal (redraws would flood a log file); otherwise one log line per log_every steps
+    use_bar = cfg.progress and acc.is_main_process and sys.stderr.isatty()
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not use_bar,
+               desc=f"train {policy.config.type}", dynamic_ncols=True, mininterval=1.0)
     model.train()
     acc_diag: dict[str, float] = {}
     n_acc, t_log = 0, time.perf_counter()
@@ -319,7 +326,10 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
                    **{k: v / n_acc for k, v in acc_diag.items()}}
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
-            bar.set_postfix(loss=f"{rec['loss']:.4f}")
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", refresh=False)
+            if not use_bar:
+                logger.info("train %s step %d/%d loss %.4f lr %.2e %.1f samples/s", policy.config.type, done,
+                            cfg.steps, rec["loss"], rec["lr"], cfg.batch_size / max(rec["step_s"], 1e-9))
             acc_diag, n_acc, t_log = {}, 0, now
         if acc.is_main_process and ((cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps):
             _save_checkpoint(out, done, ema_device_sync, ema, optimizer, scheduler, gens, {"world_size": world})

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from ate.errors import ShapeMismatchError
+from ate.errors import ConfigError, ShapeMismatchError
 from ate.steer.coefficients import (
     DDPM_PARAMETERIZATIONS,
     check_parameterization,
@@ -102,29 +102,29 @@ class GuidanceConfig:
 
     def __post_init__(self):
         if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not math.isfinite(self.scale):
-            raise ValueError(f"GuidanceConfig.scale must be a finite number, got {self.scale!r}")
+            raise ConfigError(f"GuidanceConfig.scale must be a finite number, got {self.scale!r}")
         if self.scale < 0:
-            raise ValueError(f"GuidanceConfig.scale must be >= 0, got {self.scale}; use sign='flipped' to reverse "
+            raise ConfigError(f"GuidanceConfig.scale must be >= 0, got {self.scale}; use sign='flipped' to reverse "
                              "the guidance direction")
         if self.clamp is not None and (isinstance(self.clamp, bool) or not isinstance(self.clamp, (int, float))
                                        or not self.clamp > 0):
-            raise ValueError(f"GuidanceConfig.clamp must be None or a number > 0, got {self.clamp!r}")
+            raise ConfigError(f"GuidanceConfig.clamp must be None or a number > 0, got {self.clamp!r}")
         if self.sign not in _SIGNS:
-            raise ValueError(f"GuidanceConfig.sign must be one of {tuple(_SIGNS)}, got {self.sign!r}")
+            raise ConfigError(f"GuidanceConfig.sign must be one of {tuple(_SIGNS)}, got {self.sign!r}")
         if self.encoder_mode not in _ENCODER_MODES:
-            raise ValueError(f"GuidanceConfig.encoder_mode must be one of {_ENCODER_MODES}, got {self.encoder_mode!r}")
+            raise ConfigError(f"GuidanceConfig.encoder_mode must be one of {_ENCODER_MODES}, got {self.encoder_mode!r}")
         if self.reduction not in _REDUCTIONS:
-            raise ValueError(f"GuidanceConfig.reduction must be one of {_REDUCTIONS}, got {self.reduction!r}")
+            raise ConfigError(f"GuidanceConfig.reduction must be one of {_REDUCTIONS}, got {self.reduction!r}")
         if self.t_cap is not None and (isinstance(self.t_cap, bool) or not isinstance(self.t_cap, (int, float))
                                        or not math.isfinite(self.t_cap) or self.t_cap < 0):
-            raise ValueError(f"GuidanceConfig.t_cap must be None or a finite number >= 0, got {self.t_cap!r}")
+            raise ConfigError(f"GuidanceConfig.t_cap must be None or a finite number >= 0, got {self.t_cap!r}")
         if not 0.0 <= float(self.noise_min) <= float(self.noise_max) <= 1.0:
-            raise ValueError(f"GuidanceConfig needs 0 <= noise_min <= noise_max <= 1, got {self.noise_min}, "
+            raise ConfigError(f"GuidanceConfig needs 0 <= noise_min <= noise_max <= 1, got {self.noise_min}, "
                              f"{self.noise_max}")
         if self.strength not in _STRENGTHS:
-            raise ValueError(f"GuidanceConfig.strength must be one of {_STRENGTHS}, got {self.strength!r}")
+            raise ConfigError(f"GuidanceConfig.strength must be one of {_STRENGTHS}, got {self.strength!r}")
         if self.latent_target not in _LATENT_TARGETS:
-            raise ValueError(f"GuidanceConfig.latent_target must be one of {_LATENT_TARGETS}, got "
+            raise ConfigError(f"GuidanceConfig.latent_target must be one of {_LATENT_TARGETS}, got "
                              f"{self.latent_target!r}")
 
     @property
@@ -138,7 +138,7 @@ class GuidanceConfig:
     def from_dict(cls, d: dict) -> "GuidanceConfig":
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
-            raise ValueError(f"GuidanceConfig: unknown fields {sorted(unknown)}")
+            raise ConfigError(f"GuidanceConfig: unknown fields {sorted(unknown)}")
         return cls(**d)
 
 

@@ -12,17 +12,19 @@ import os
 
 import torch
 
+from ate.errors import ConfigError
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str) -> torch.device:
     """``auto``: this process's CUDA device when torch sees one (``LOCAL_RANK`` under torchrun), else the CPU."""
     if name not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {name!r}")
+        raise ConfigError(f"device must be one of {DEVICES}, got {name!r}")
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise ValueError("device='cuda' but torch sees no CUDA device (use 'auto' or 'cpu')")
+        raise ConfigError("device='cuda' but torch sees no CUDA device (use 'auto' or 'cpu')")
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 from pathlib import Path
 from typing import Any
@@ -13,13 +12,10 @@ from ate.errors import DataError
 
 
 def require(module: str, extra: str = "data"):
-    """Import an optional dependency or fail with the install command."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ImportError(
-            f"reading this format needs '{module.split('.')[0]}': pip install 'align-then-steer[{extra}]'"
-        ) from exc
+    """Import an optional dependency or fail with the install command (MissingDependencyError)."""
+    from ate._optional import require as _require
+
+    return _require(module, extra, "reading this format")
 
 
 def natural_key(name: str) -> list:

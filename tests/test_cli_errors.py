@@ -1,0 +1,124 @@
+"""User errors on the `ate` command line are one line naming the option / file / field, never a traceback;
+`--help` describes every option and lists its choices."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def ate(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ate", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+
+
+def error_line(r: subprocess.CompletedProcess, code: int) -> str:
+    assert r.returncode == code and "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert ": error: " in lines[-1] and not any(": error: " in ln for ln in lines[:-1]), r.stderr
+    return lines[-1]
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["align", "stage1", "--pad", "zero"], "ate align stage1: error: argument --pad: invalid choice: 'zero' "
+                                           "(choose from 'repeat', 'drop')"),
+    (["align", "stage1", "--batch-size", "1"], "ate align stage1: error: argument --batch-size: must be >= 2, got 1"),
+    (["policy", "finetune", "--scale", "-1"], "ate policy finetune: error: argument --scale: must be >= 0, got -1"),
+    (["bench", "--reduction", "mean"], "ate bench: error: argument --reduction: invalid choice: 'mean'"),
+])
+def test_bad_option_value_is_one_argparse_line(args, expected):
+    r = ate(*args)
+    line = error_line(r, code=2)
+    assert line.startswith(expected), line
+    assert len(r.stderr.strip().splitlines()) == 1  # no usage block (a bad value wins over missing --data)
+
+
+def test_config_validation_error_is_one_line():
+    line = error_line(ate("bench", "--suite", "metaworld", "--preset", "smoke", "--target-robot", "UR5e",
+                          "--print-config"), code=1)
+    assert line.startswith("ate bench: error: MetaWorld has one arm"), line
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["policy", "finetune", "--data", "d", "--out", "o", "--init", "i", "--guidance", "ate"],
+     "ate policy finetune: error: --guidance ate needs --vae"),
+    (["policy", "pretrain", "--data", "d", "--out", "o", "--policy-config", '{"horizon": 8'],
+     "ate policy pretrain: error: --policy-config: neither a JSON object nor a JSON file"),
+])
+def test_inconsistent_options_are_one_line(args, expected):
+    assert error_line(ate(*args), code=1).startswith(expected)
+
+
+def test_a_real_bug_keeps_its_traceback(monkeypatch):
+    """Only ate's own errors become one line; anything else (a bug) propagates with its traceback."""
+    import ate.cli as cli
+
+    real = cli.build_parser
+
+    def parser_with_a_buggy_command():
+        p = real()
+        p.set_defaults(func=lambda args: int("not a number"), command="x")
+        return p
+
+    monkeypatch.setattr(cli, "build_parser", parser_with_a_buggy_command)
+    with pytest.raises(ValueError, match="invalid literal"):
+        cli.main([])
+
+
+def _walk(parser, name="ate"):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _walk(sub, f"{name} {sub_name}")
+        elif action.option_strings and action.option_strings[0] != "-h":
+            yield name, action
+
+
+def test_every_option_has_a_description():
+    from ate.cli import build_parser
+
+    options = list(_walk(build_parser()))
+    assert len(options) > 150
+    assert [(cmd, a.option_strings[0]) for cmd, a in options if not a.help] == []
+
+
+def test_bench_help_says_what_the_guidance_modes_do():
+    out = ate("bench", "--help").stdout.replace("\n", " ")
+    out = " ".join(out.split())  # undo argparse's wrapping
+    for text in ("--scale SCALE λ, guidance weight", "--clamp CLAMP κ, element-wise bound",
+                 "--sign {reference,flipped} reference = pred + λ·g",
+                 "--reduction {reference,per_sample} reference = latent distance averaged over batch × Z as "
+                 "published", "too weak to change actions", "--encoder-mode {sample,mean}",
+                 "Neither has been shown to beat plain fine-tuning (SFT) significantly"):
+        assert text in out, text
+
+
+def test_zarr_with_a_deleted_chunk_is_refused_on_one_line(tmp_path):
+    import zarr
+
+    group = zarr.open_group(str(tmp_path / "z.zarr"), mode="w", zarr_format=2)
+    actions = np.random.default_rng(0).normal(size=(60, 3)).astype(np.float32)
+    group.create_array("data/action", shape=actions.shape, chunks=(20, 3), dtype="f4")[:] = actions
+    group.create_array("meta/episode_ends", data=np.array([30, 60]))
+    (tmp_path / "z.zarr" / "data" / "action" / "0.0").unlink()
+    line = error_line(ate("align", "stage1", "--data", tmp_path / "z.zarr", "--out", tmp_path / "run", "--steps", 2,
+                          "--no-progress"), code=1)
+    assert f"{tmp_path / 'z.zarr'}: array 'data/action' lacks chunk file 'data/action/0.0' (1 of 3 chunks" in line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("backend", ["wandb", "tensorboard"])
+def test_missing_log_backend_names_package_and_extra(backend, tmp_path):
+    if importlib.util.find_spec(backend):
+        pytest.skip(f"{backend} is installed")
+    np.savez(tmp_path / "d.npz", action=np.zeros((20, 2), np.float32) + np.arange(20)[:, None], episode_ends=[10, 20])
+    line = error_line(ate("align", "stage1", "--data", tmp_path / "d.npz", "--out", tmp_path / "run", "--steps", 2,
+                          "--log-to", backend, "--wandb-project", "mine"), code=1)
+    assert line == f"ate align stage1: error: --log-to {backend} needs '{backend}': pip install 'align-then-steer[log]'"
+    assert not (tmp_path / "run").exists()
