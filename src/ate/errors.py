@@ -15,3 +15,7 @@ class ShapeMismatchError(ATEError, ValueError):
 
 class CheckpointError(ATEError, ValueError):
     """A checkpoint is missing, incomplete or does not fit what it is loaded into."""
+
+
+class EvaluationError(ATEError, RuntimeError):
+    """An episode failed inside an evaluation worker (simulator or policy error), or a worker died."""
