@@ -17,7 +17,7 @@ Workers persist across calls when a `WorkerPool` is passed (a benchmark run keep
 `evaluate_sequential` is the reference it is tested against: one env, one episode and one call at a time
 per worker, with a pool started per call (the evaluation before batching). Batched calls are equal to
 batch-of-1 calls up to float rounding (~1e-6: BLAS / oneDNN pick other kernels for other batch sizes), so
-per-episode results match unless an episode sits on a knife edge; `ate.bench.sims.eval_speed` checks it.
+per-episode results match unless an episode sits on a knife edge; `ate.bench.eval_speed` checks it.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class EnvCache:
     """Envs a worker keeps between calls, per (suite, task, robot, max_steps). Least recently used keys
     are closed once the estimated memory (ENV_MB per env) would pass budget_mb."""
 
-    def __init__(self, budget_mb: float = 2048):
+    def __init__(self, budget_mb: float = 2200):  # two robosuite keys of 8 envs per worker
         self.budget_mb = budget_mb
         self._envs: OrderedDict[tuple, list] = OrderedDict()
 
@@ -231,7 +231,7 @@ def evaluate_sequential(policy_factory: Callable[[], object], suite: str, task: 
                         seeds: Iterable[int] = range(100_000, 100_050), workers: int = 2, action_steps: int = 8,
                         task_index: int = 0, max_steps: int | None = None, progress: bool = True) -> list[dict]:
     """`evaluate` the way it was before batching: a pool per call, one episode and one batch-of-1
-    policy call at a time per worker. The reference for tests and `ate.bench.sims.eval_speed`."""
+    policy call at a time per worker. The reference for tests and `ate.bench.eval_speed`."""
     if action_steps < 1:
         raise ValueError(f"action_steps must be >= 1, got {action_steps}")
     seeds = list(seeds)
