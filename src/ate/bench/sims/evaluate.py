@@ -244,7 +244,8 @@ def evaluate_sequential(policy_factory: Callable[[], object], suite: str, task: 
 
 
 def summarize(results: list[dict], z: float = 1.96) -> dict:
-    """Success rate of `evaluate` rows with a Wilson score interval (well-behaved at 0 % and 100 %)."""
+    """Success rate of `evaluate` rows with a Wilson score interval (well-behaved at 0 % and 100 %).
+    wall_s sums the episodes' own spans (they overlap in a batched evaluation: not the call's wall time)."""
     n = len(results)
     if n == 0:
         return {"episodes": 0, "success_rate": float("nan"), "ci95": [float("nan"), float("nan")]}
