@@ -128,9 +128,12 @@ def test_pool_workers_persist_across_calls_and_close():
 def test_pool_reraises_worker_errors_and_recovers():
     pool = WorkerPool(2)
     try:
-        with pytest.raises(DataError, match="bad item 2"):
+        assert sorted(pool.map_unordered(_failing_job, [(0,), (1,)])) == [0, 1]
+        procs = list(pool._procs)
+        with pytest.raises(DataError, match="bad item 2"):  # re-raised here with its class
             list(pool.map_unordered(_failing_job, [(i,) for i in range(4)]))
-        assert not pool._procs  # stopped, so no stale result reaches the next call
+        # stopped, so no stale result of this call reaches the next one, and no process is left behind
+        assert not pool._procs and not any(p.is_alive() for p in procs)
         assert sorted(pool.map_unordered(_failing_job, [(0,), (1,)])) == [0, 1]
         with pytest.raises(EvaluationError, match=r"died \(exit code 3\) with jobs unfinished: job 7"):
             list(pool.map_unordered(_dying_job, [(7,)], describe=lambda a: f"job {a[0]}"))
@@ -162,3 +165,25 @@ def test_evaluate_batched_equals_sequential_on_metaworld():
         again = evaluate(_StateNoisePolicy, "metaworld", "reach-v3", seeds=seeds[::-1], pool=pool, **kw)
     strip = lambda rs: [(r["seed"], r["success"], r["steps"]) for r in rs]  # noqa: E731
     assert strip(rows) == strip(ref) == strip(again)
+
+
+class _BrokenPolicy:
+    def predict_chunk(self, batch, generator=None):
+        raise RuntimeError("boom\nsecond line")
+
+
+@pytest.mark.sim
+def test_evaluate_worker_errors_are_one_line_naming_task_robot_seed():
+    pytest.importorskip("metaworld")
+    from ate.bench.sims import ZeroPolicy
+    from ate.bench.sims.evaluate import evaluate
+
+    with WorkerPool(2) as pool:
+        with pytest.raises(ShapeMismatchError, match=r"^metaworld/reach-v3/Sawyer seed 100001: policy chunk has shape "
+                                                     r"\(8, 7\), expected \(H >= 1, 4\)$"):
+            evaluate(functools.partial(ZeroPolicy, 7), "metaworld", "reach-v3", "Sawyer", seeds=[100_001], pool=pool,
+                     progress=False)
+        with pytest.raises(EvaluationError, match=r"^metaworld/reach-v3/Sawyer seeds (100000, 100002|100001, 100003): "
+                                                  r"RuntimeError: boom second line$"):
+            evaluate(_BrokenPolicy, "metaworld", "reach-v3", "Sawyer", seeds=[100_000, 100_001, 100_002, 100_003],
+                     pool=pool, progress=False)
