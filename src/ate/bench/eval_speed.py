@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=20, help="episodes per call")
     p.add_argument("--seed-start", type=int, default=100_000)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--envs-per-worker", type=int, default=8)
+    p.add_argument("--envs-per-worker", type=int, help="default: default_envs_per_worker(suite)")
     p.add_argument("--action-steps", type=int, default=8)
     p.add_argument("--max-steps", type=int, help="episode budget (default: the suite's)")
     p.add_argument("--out", default="benchmarks/results/eval-speed")
@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from ate.bench.report import machine_info
+    from ate.bench.sims.evaluate import default_envs_per_worker
+
+    args.envs_per_worker = args.envs_per_worker or default_envs_per_worker(args.suite)
 
     t0 = time.perf_counter()
     load_start = [round(x, 2) for x in os.getloadavg()]
