@@ -36,16 +36,17 @@ from ate.bench.sims.runner import Episode, map_seeds, run_episode, run_episodes
 
 # estimated memory of one more env in a worker (measured: robosuite Lift ~127 MB, MetaWorld ~32 MB)
 ENV_MB = {"robosuite": 130, "metaworld": 35}
-ENV_BUDGET_MB = 1100  # envs a worker may cache: two robosuite keys of 4 envs, or 31 MetaWorld envs
+ENV_BUDGET_MB = 2048  # what one worker may hold in cached envs
+CACHED_KEYS = 5  # (task, robot) pairs a run cycles through per checkpoint: MetaWorld full's 5 target tasks
 
 
 def default_envs_per_worker(suite: str) -> int:
-    """Episodes a worker runs at once by default: as many as let two (task, robot) keys stay cached
-    (robosuite 4, MetaWorld 15). A bigger batch is cheaper per episode (policy call of the dp quick
-    policy, 1 thread: 12.9 ms at batch 1, 31 ms at 8, 39 ms at 16), and a pipeline alternates tasks;
-    robosuite is bound by its own stepping (2.6 ms per step, 21 ms per 8-action chunk) and costs
-    0.5-0.9 s per env built, so more envs would buy little there."""
-    return max(1, ENV_BUDGET_MB // (2 * ENV_MB.get(suite, 100)))
+    """Episodes a worker runs at once by default: as many as let CACHED_KEYS keys stay cached (MetaWorld
+    11, robosuite 3), so a run that alternates tasks never rebuilds envs. A bigger batch is cheaper per
+    episode (dp quick policy, 1 thread: 12.9 ms per call at batch 1, 31 ms at 8, 39 ms at 16), but when
+    the cache thrashes every call rebuilds its envs (MetaWorld 0.18 s, robosuite 0.5-0.9 s each).
+    robosuite is bound by its own stepping (2.8 ms per step, 22 ms per 8-action chunk), so a few envs do."""
+    return max(1, ENV_BUDGET_MB // (CACHED_KEYS * ENV_MB.get(suite, 100)))
 
 
 def _takes_generator(policy) -> bool:
