@@ -28,3 +28,7 @@ class MissingDependencyError(ATEError, ImportError):
 class SimError(ATEError, RuntimeError):
     """A simulator env or scripted expert cannot be built, is not supported for a robot / task, or fails
     during an episode. The message names suite / task / robot (and the seed, for an episode)."""
+
+
+class EvaluationError(ATEError, RuntimeError):
+    """An episode failed inside an evaluation worker (simulator or policy error), or a worker died."""

@@ -25,8 +25,9 @@ parameters changed, and resumes an interrupted training stage from its last chec
                   its guidance strength matches the aligned arm's by construction), `lora` (peft LoRA
                   fine-tuning, guidance off: the parameter-efficient peer), and `scratch` (no pretraining: a
                   fresh policy trained on the target demos only, same budget).
-7. `eval-*`       closed-loop success on fixed evaluation seeds (`eval_seed_start`...), parallel over
-                  `workers` processes; intermediate checkpoints too when `eval_every` > 0.
+7. `eval-*`       closed-loop success on fixed evaluation seeds (`eval_seed_start`...),
+                  batched in `workers` processes that live for the whole run; intermediate checkpoints too
+                  when `eval_every` > 0.
 8. results.json + report.md + PNG plots (`ate.bench.report`, `ate.bench.plots`), always rebuilt.
 
 Fairness: for a given training seed the SFT and ATE arms draw identical batches and noise (see
@@ -397,7 +398,15 @@ def source_chunks_in_policy_space(policy, source_dirs: list[Path]):
 def run_bench(config: BenchConfig, command: str | None = None) -> dict[str, Any]:
     """Run (or resume) every stage of `config` and write results.json, report.md and the plots.
 
-    Returns the results dict (schema in `ate.bench.report`)."""
+    Returns the results dict (schema in `ate.bench.report`). Every evaluation of the run shares one pool
+    of `workers` processes (started at the first evaluation, stopped at the end, on error or Ctrl-C)."""
+    from ate.bench.sims.pool import WorkerPool
+
+    with WorkerPool(config.workers) as pool:
+        return _run_bench(config, pool, command)
+
+
+def _run_bench(config: BenchConfig, pool, command: str | None) -> dict[str, Any]:
     import torch
 
     from ate.bench.report import build_results, write_report
@@ -470,7 +479,7 @@ def run_bench(config: BenchConfig, command: str | None = None) -> dict[str, Any]
         params = dict(model=str(model_dir), task=task, robot=robot, seeds=seeds, action_steps=cfg.action_steps,
                       max_steps=cfg.max_steps, mtime=os.path.getmtime(Path(model_dir) / "model.safetensors"))
         rows = stages.run(f"eval-{tag}-{task}", params, lambda: evaluate(
-            EvalPolicy(str(model_dir), robot), cfg.suite, task, robot, seeds=seeds, workers=cfg.workers,
+            EvalPolicy(str(model_dir), robot), cfg.suite, task, robot, seeds=seeds, pool=pool,
             action_steps=cfg.action_steps, task_index=task_index, max_steps=cfg.max_steps, progress=cfg.progress))
         evals.append(dict(arm=arm, task=task, robot=robot, seed=seed, n_demos=n_demos, step=step,
                           trained_steps=step if trained_steps is None else trained_steps, episodes=rows))

@@ -33,6 +33,19 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 
+def initial_noise(shape: tuple[int, int, int], generator=None) -> torch.Tensor:
+    """The sampler's starting N(0, I) noise (B, H, D), drawn on CPU.
+
+    generator: None, one torch.Generator for the whole batch, or a sequence of B generators, one per row.
+    With one per row, row i depends only on its own generator: a batched evaluation of many episodes draws
+    exactly the noise each episode would draw alone (`ate.bench.sims.evaluate`)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator)
+    if len(generator) != shape[0]:
+        raise ShapeMismatchError(f"got {len(generator)} generators for a batch of {shape[0]}")
+    return torch.cat([torch.randn((1, *shape[1:]), generator=g) for g in generator])
+
+
 @dataclass
 class RobotSpec:
     """Where one robot's action lives in the policy action space.
@@ -289,13 +302,14 @@ class Policy(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def predict_chunk(self, obs: dict[str, Any], robot: str | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    def predict_chunk(self, obs: dict[str, Any], robot: str | None = None, generator=None) -> torch.Tensor:
         """Sample an action chunk in raw units. Identical whether or not the policy was fine-tuned with ATE.
 
         Args:
             obs: {"state": (B, S_robot) or (S_robot,) raw float, "task": (B,) long ids, int or task name}.
             robot: robot name (default `config.default_robot`).
-            generator: torch.Generator for the initial noise (fixed seed -> identical chunk).
+            generator: torch.Generator for the initial noise (fixed seed -> identical chunk), or a list of
+                B generators, one per row (see `initial_noise`).
         Returns:
             (B, H, D_robot) float32 actions in the robot's raw units. Sets `self.last_predict_s`.
         """

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ate.policies._blocks import DDPM_PERIODS, ConditionalResidualBlock1D, Conv1dBlock, SinusoidalPosEmb
-from ate.policies.base import Policy, PolicyConfig
+from ate.policies.base import Policy, PolicyConfig, initial_noise
 
 
 @dataclass
@@ -117,7 +117,7 @@ class DPPolicy(Policy):
         sched = self.inference_scheduler
         sched.set_timesteps(self.config.num_inference_steps)
         m = action_mask[:, None, :].to(cond.dtype)
-        x = torch.randn(shape, generator=generator).to(cond.device) * m
+        x = initial_noise(shape, generator).to(cond.device) * m
         g = cond.flatten(1)
         for t in sched.timesteps:
             eps = self.unet(x, t.expand(shape[0]).to(cond.device), g)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ate.policies._blocks import SinusoidalPosEmb, TransformerBlock
-from ate.policies.base import Policy, PolicyConfig
+from ate.policies.base import Policy, PolicyConfig, initial_noise
 
 
 @dataclass
@@ -109,7 +109,7 @@ class Pi0Policy(Policy):
         sched = self.inference_scheduler
         sched.set_timesteps(sigmas=np.linspace(1.0, 1.0 / n, n), device=cond.device)  # + terminal 0
         m = action_mask[:, None, :].to(cond.dtype)
-        x = torch.randn(shape, generator=generator).to(cond.device) * m
+        x = initial_noise(shape, generator).to(cond.device) * m
         for i, t in enumerate(sched.timesteps):
             v = self.expert(x, sched.sigmas[i].expand(shape[0]).to(cond.dtype), cond)
             x = sched.step(v, t, x).prev_sample * m

@@ -19,7 +19,7 @@ from torch import nn
 
 from ate.errors import ShapeMismatchError
 from ate.policies._blocks import DDPM_PERIODS, SinusoidalPosEmb, TransformerBlock
-from ate.policies.base import Policy, PolicyConfig
+from ate.policies.base import Policy, PolicyConfig, initial_noise
 
 
 @dataclass
@@ -124,7 +124,7 @@ class RDTPolicy(Policy):
         sched = self.inference_scheduler
         sched.set_timesteps(self.config.num_inference_steps)
         m = action_mask[:, None, :].to(cond.dtype)
-        x = torch.randn(shape, generator=generator).to(cond.device) * m
+        x = initial_noise(shape, generator).to(cond.device) * m
         for t in sched.timesteps:
             x0 = self.dit(x, action_mask, t.expand(shape[0]).to(cond.device), cond)
             x = sched.step(x0, t, x).prev_sample * m

@@ -11,6 +11,8 @@ env.action_dim, env.state_dim, env.state_layout, env.max_steps, env.qpos()
 expert = make_expert(env); expert.reset(); action = expert.act(obs["state"])
 paths = generate_demos("robosuite", "Lift", "UR5e", n=10, seed=0, out_dir="demos/ur5e_lift")
 results = evaluate(policy_factory, "robosuite", "Lift", "UR5e", seeds=range(1000, 1050), action_steps=8)
+with WorkerPool(2) as pool:              # workers (and their envs) kept across evaluation calls
+    results = evaluate(policy_factory, "robosuite", "Lift", "UR5e", pool=pool)
 ```
 
 | suite     | tasks                  | robots                         | D          | S  | default max_steps |
@@ -23,7 +25,8 @@ results = evaluate(policy_factory, "robosuite", "Lift", "UR5e", seeds=range(1000
 
 State layouts: `ate.bench.sims.obs`. Action definitions: the suite modules' docstrings.
 Expert success per robot × task: `ate sims coverage --suite robosuite|metaworld` (tables in
-benchmarks/results/sims/); simulator speed: `python -m ate.bench.sims.measure`.
+benchmarks/results/sims/); simulator speed: `python -m ate.bench.sims.measure`; evaluation speed, batched
+vs the one-episode-at-a-time reference (`evaluate_sequential`): `python -m ate.bench.eval_speed`.
 `generate_demos` is the plain-function entry point for an `ate bench demos` command.
 """
 
@@ -31,8 +34,9 @@ from __future__ import annotations
 
 from ate.bench.sims.base import SimEnv
 from ate.bench.sims.demos import demo_path, generate_demos
-from ate.bench.sims.evaluate import ExpertPolicy, ZeroPolicy, evaluate, summarize
+from ate.bench.sims.evaluate import ExpertPolicy, ZeroPolicy, evaluate, evaluate_sequential, summarize
 from ate.bench.sims.factory import SUITES, check_expert, make_env, make_expert
+from ate.bench.sims.pool import WorkerPool
 
 __all__ = [
     "SUITES",
@@ -43,6 +47,8 @@ __all__ = [
     "generate_demos",
     "demo_path",
     "evaluate",
+    "evaluate_sequential",
+    "WorkerPool",
     "summarize",
     "ExpertPolicy",
     "ZeroPolicy",
