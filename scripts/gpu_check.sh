@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check, <= 5 min on one GPU: the CUDA-marked tests, then `python -m ate.bench.gpu_check` (stage 1 at
+# The GPU check, <= 5 min on one GPU: the training-core tests (their CUDA tests run here; the rest are quick CPU
+# checks) and the guidance tests, then `python -m ate.bench.gpu_check` (stage 1 at
 # the reference preset fp32 vs bf16, a short stage 2, ATE fine-tuning of dp / rdt / pi0 with the guidance
 # overhead ratio). Results go to $OUT (default benchmarks/results/gpu/): gpu_check.json, summary.txt, pytest.log.
 #

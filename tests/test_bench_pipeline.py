@@ -205,12 +205,16 @@ def test_smoke_every_arm_with_the_budget_rule(tmp_path):
     assert len(set(steps.values())) == 1 and 2 <= steps["sft"] <= 40, steps
     assert {(e["arm"], e["trained_steps"]) for e in res["evaluations"]} == {(a, steps["sft"]) for a in ARMS}
     assert tc["ate_paper"]["guidance_config"] == PAPER_GUIDANCE
+    from ate.steer import GuidanceConfig
+
+    assert PAPER_GUIDANCE == GuidanceConfig().to_dict()  # the paper's guidance is GuidanceConfig's defaults
     assert tc["ate"]["guidance_config"]["strength"] == "relative" == tc["ate_unaligned"]["guidance_config"]["strength"]
     assert tc["lora"]["adapter"] == "lora" and tc["lora"]["guidance"] == "off" and tc["lora"]["lora"]["rank"] == 2
     unaligned = json.loads((run / "vae" / "stage2u-n2-seed0" / "model" / "config.json").read_text())
     assert unaligned["align_config"]["w_kl"] == 0 and unaligned["align_config"]["w_mmd"] == 0
     assert tc["ate_unaligned"]["vae"].endswith("stage2u-n2-seed0/model")
-    pairs = {(c["a"], c["b"]) for c in res["comparisons"]}
-    assert {(a, "sft") for a in ARMS if a != "sft"} <= pairs
+    pairs = [(c["a"], c["b"]) for c in res["comparisons"] if c["task"] == "all"]
+    assert set(pairs) == {(a, "sft") for a in ARMS if a not in ("sft", "scratch")} | {("ate", "scratch"), ("sft", "scratch")}
+    assert len(pairs) == len(set(pairs))  # each comparison once
     report = (run / "report.md").read_text()
     assert "LORA − SFT" in report and "ATE_PAPER − SFT" in report and "Fine-tuning budget" in report

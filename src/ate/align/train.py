@@ -142,6 +142,8 @@ def _dist_info(device: torch.device | None = None) -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if device is not None and device.type == "cuda":
+            torch.cuda.set_device(device)  # NCCL then binds this rank to its own GPU
         dist.init_process_group("nccl" if device is not None and device.type == "cuda" else "gloo")
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -390,6 +392,11 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
         vae.load_state_dict(load_tensors(last / "model.safetensors"))  # copies onto the device
         state = load_training_state(last / "training_state", opt, {"noise": g_noise})
         step, best = state["step"], state["best"]
+        old_steps = saved.get("align_config", {}).get("steps")
+        if main and cfg.lr_schedule == "cosine" and not cfg.lr_decay_steps and old_steps not in (None, cfg.steps):
+            logger.warning("resuming with --steps %d (was %d): the cosine LR now decays over %d steps, so the rest "
+                           "of the run follows another schedule; pass --lr-decay-steps %d to keep the old one",
+                           cfg.steps, old_steps, cfg.steps, old_steps)
         if main:
             logger.info("resumed from %s at step %d of %d", last, step, cfg.steps)
     elif main:

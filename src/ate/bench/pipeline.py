@@ -84,9 +84,9 @@ class BenchConfig:
             [min, max] instead of finetune_steps, so more target demos get proportionally more updates. The
             final weights are still reported at step = finetune_steps (their real count: `trained_steps`).
         lora_rank: rank of the `lora` arm's adapters.
-        seeds: fine-tuning seeds (each gives one SFT / ATE / scratch triple); pretrain_seed: the one
-            pretrained checkpoint all arms start from.
-        arms: subset of ("sft", "ate", "scratch").
+        seeds: fine-tuning seeds (each trains every arm once); pretrain_seed: the one pretrained checkpoint
+            all arms start from.
+        arms: subset of ARMS (see the module docstring, stage 6).
     Evaluation (`ate.bench.sims.evaluate`):
         eval_episodes: episodes per (arm, seed, task, checkpoint), seeds eval_seed_start, +1, ...
         eval_every: also evaluate fine-tuning checkpoints every k steps (0: final weights only).
@@ -326,6 +326,12 @@ class StageCache:
         return result
 
 
+def _files(folder: Path) -> list[str]:
+    """The episode files a data folder holds: part of every stage's cache key, since `_link_dir` refills a
+    folder of the same path when the number of demos or the demo seed changes."""
+    return sorted(p.name for p in Path(folder).iterdir())
+
+
 def _link_dir(folder: Path, files: list[Path]) -> Path:
     """A folder holding exactly `files` (symlinks; copies where links are not possible)."""
     if folder.exists():
@@ -456,7 +462,8 @@ def _run_bench(config: BenchConfig, pool, command: str | None) -> dict[str, Any]
 
     pre_dir = run / "pretrain"
     train_common = dict(batch_size=cfg.batch_size, progress=cfg.progress)
-    pre_params = dict(data=[str(d) for d in source_dirs], policy=cfg.policy, policy_config=cfg.policy_config,
+    pre_params = dict(data=[str(d) for d in source_dirs], data_files=[_files(d) for d in source_dirs],
+                      policy=cfg.policy, policy_config=cfg.policy_config,
                       steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, seed=cfg.pretrain_seed, **train_common)
 
     def do_pretrain():
@@ -529,7 +536,7 @@ def _run_bench(config: BenchConfig, pool, command: str | None) -> dict[str, Any]
 
                     return str(train_stage2(str(tdir), s2_dir, s1_model, a2, normalizer=target_norm))
 
-                p2 = dict(stage1=s1_params, data=str(tdir), vae={k: v for k, v in a2.to_dict().items() if k not in _NOT_STAGE_PARAMS},
+                p2 = dict(stage1=s1_params, data=str(tdir), data_files=_files(tdir), vae={k: v for k, v in a2.to_dict().items() if k not in _NOT_STAGE_PARAMS},
                           normalizer=target_norm.to_dict())
                 log(f"stage 2 VAE ({'aligned' if aligned else 'target-only'}) on {n} target demos/task, seed {seed} "
                     f"({cfg.stage2_steps} steps)")
@@ -545,7 +552,7 @@ def _run_bench(config: BenchConfig, pool, command: str | None) -> dict[str, Any]
                 if cfg.finetune_epochs is not None:  # the budget rule, identical for every arm
                     tkw.update(epochs=cfg.finetune_epochs, min_steps=cfg.finetune_min_steps,
                                max_steps=cfg.finetune_max_steps)
-                params = dict(arm=arm, data=str(tdir), **tkw)
+                params = dict(arm=arm, data=str(tdir), data_files=_files(tdir), **tkw)
                 if arm == "scratch":
                     params.update(policy=cfg.policy, policy_config=cfg.policy_config)
                     fn = functools.partial(_train_scratch, tdir, arm_dir, cfg, tkw)

@@ -129,7 +129,7 @@ def build_results(cfg, evals: list[dict], timings: dict[str, dict], command: str
                                 "episodes": int(sub.size),
                                 "trained_steps": max(r.get("trained_steps", step) for r in rows)})
         # every arm against plain fine-tuning, and the pretrained arms against scratch
-        pairs = [(a, "sft") for a in cfg.arms if a != "sft"] + [(a, "scratch") for a in ("ate", "sft")]
+        pairs = [(a, "sft") for a in cfg.arms if a not in ("sft", "scratch")] + [(a, "scratch") for a in ("ate", "sft")]
         for a, b in pairs:
             if a not in mats or b not in mats:
                 continue
@@ -199,8 +199,9 @@ def summary_table(results: dict, n_demos: int | None = None, step: int | None = 
 def _budget(cfg: dict) -> str:
     if cfg.get("finetune_epochs") is None:
         return f"{cfg['finetune_steps']} fine-tuning steps"
-    return (f"the budget rule {cfg['finetune_epochs']:g} epochs clamped to [{cfg['finetune_min_steps']}, "
-            f"{cfg['finetune_max_steps']}] steps (per number of demos below)")
+    cap = cfg["finetune_max_steps"] if cfg["finetune_max_steps"] is not None else "no cap"
+    return (f"the budget rule {cfg['finetune_epochs']:g} epochs clamped to [{cfg['finetune_min_steps']}, {cap}] "
+            "steps (per number of demos below)")
 
 
 def write_report(results: dict, run_dir: Path) -> dict[str, Path]:

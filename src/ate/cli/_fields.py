@@ -180,7 +180,7 @@ def _bench() -> dict[str, Field]:
         "finetune_min_steps": Field("lower clamp of the budget rule", INT_GE1),
         "finetune_max_steps": Field("upper clamp of the budget rule ('none' = no cap)", number(int, lo=1, none=True)),
         "lora_rank": Field("rank of the lora arm's adapters", INT_GE1),
-        "seeds": Field("fine-tuning seeds (one SFT / ATE / scratch triple each)", int),
+        "seeds": Field("fine-tuning seeds (each trains every arm once)", int),
         "pretrain_seed": Field("seed of the one pretrained checkpoint all arms start from", int),
         "arms": Field("sft = plain fine-tuning; ate = with the configured latent guidance; ate_paper = with the "
                       "paper's guidance exactly; ate_unaligned = configured guidance, target-only VAE (no KL / MMD); "

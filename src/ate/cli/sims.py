@@ -19,10 +19,12 @@ def register(sub) -> None:
     c.add_argument("--suite", choices=["robosuite", "metaworld"], required=True, help="simulator suite")
     c.add_argument("--robots", nargs="+", help="robosuite robots (default: Panda Sawyer IIWA Jaco Kinova3 UR5e XArm7)")
     c.add_argument("--tasks", nargs="+", help="tasks (default: every task of the suite)")
-    c.add_argument("--seeds", type=int, default=20, help="episodes per robot × task (default: 20)")
-    c.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1 (default: 0)")
-    c.add_argument("--workers", type=int, default=2, help="worker processes (default: 2; 1 runs inline)")
-    c.add_argument("--max-steps", type=int, help="episode limit (default: the env's own: robosuite 150 / 250, MetaWorld 500)")
+    from ate.cli._fields import INT_GE0, INT_GE1
+
+    c.add_argument("--seeds", type=INT_GE1, default=20, help="episodes per robot × task (default: 20)")
+    c.add_argument("--first-seed", type=INT_GE0, default=0, help="seeds first-seed .. first-seed + seeds - 1 (default: 0)")
+    c.add_argument("--workers", type=INT_GE1, default=2, help="worker processes (default: 2; 1 runs inline)")
+    c.add_argument("--max-steps", type=INT_GE1, help="episode limit (default: the env's own: robosuite 150 / 250, MetaWorld 500)")
     c.add_argument("--out", help="output folder (default: benchmarks/results/sims/coverage-<suite>)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=_coverage)

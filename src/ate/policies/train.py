@@ -218,7 +218,8 @@ def _load_checkpoint(ck: Path, policy, ema: EMA, optimizer, scheduler, gens: dic
     missing, unexpected = policy.load_state_dict(raw, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{ck}: model state does not fit (missing {missing}, unexpected {unexpected})")
-    ema.shadow = load_tensors(ck / "training_state" / "ema.safetensors")
+    device = next(policy.parameters()).device
+    ema.shadow = {k: v.to(device) for k, v in load_tensors(ck / "training_state" / "ema.safetensors").items()}
     state = load_training_state(ck / "training_state", optimizer, gens)
     scheduler.load_state_dict(state["lr_scheduler"])
     return state
@@ -256,6 +257,9 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
         raise ConfigError(f"batch_size={cfg.batch_size} is not divisible by the {world} processes")
     local = slice(rank * cfg.batch_size // world, (rank + 1) * cfg.batch_size // world)
     shard = BatchShard(cfg.batch_size, local.start)
+    # weights on the device before the optimiser, the EMA copy and a resumed optimiser state are built from
+    # them, so all of those live there too (accelerate's prepare moves only the model)
+    policy.to(acc.device)
     if guidance is not None:
         guidance.encoder.to(acc.device)
 

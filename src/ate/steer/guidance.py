@@ -366,8 +366,8 @@ class LatentGuidance:
                     z = mu0.to(work_dtype) + torch.exp(0.5 * logvar0.to(work_dtype)) * xi
                 else:
                     z = mu0.to(work_dtype)
-                if self.config.latent_target == "source_mode":
-                    z = self._nearest_source_mode(z)
+                if self.config.latent_target == "source_mode":  # the mode nearest E(a0) = μ, not the draw
+                    z = self._nearest_source_mode(mu0.to(work_dtype))
             z_hat = self._encode(vae_input(x), xi, work_dtype)
             if z_hat.shape != z.shape or z_hat.ndim != 2 or z_hat.shape[0] != B:
                 raise ShapeMismatchError(f"encoder.encode must return (B, Z) latents, got {tuple(z_hat.shape)}")

@@ -1,8 +1,9 @@
 """ate.training: what the VAE trainer (`ate.align.train`) and the policy trainer (`ate.policies.train`) share.
 
 - :func:`resolve_device`: the ``--device auto|cpu|cuda`` rule, one place for both trainers.
-- :func:`cosine_lr_factor`: the per-step warm-up + cosine learning-rate factor, a pure function of the step
-  (so a resumed run needs no scheduler state to continue exactly).
+- :func:`cosine_lr_factor`: the VAE trainer's per-step warm-up + cosine learning-rate factor, a pure function
+  of the step (so a resumed run needs no scheduler state to continue exactly). The policy trainer keeps
+  diffusers' cosine schedule (saved with its checkpoints), as its published results used.
 """
 
 from __future__ import annotations
