@@ -101,7 +101,8 @@ def inspect_alignment(model, data, out_dir, source=None, source_data=None, metho
     dim_names = list(eps.dim_names) if names_ok else [f"dim {i}" for i in range(dim)]
     groups = {"target latents": mu_t}
     if source is not None and source_data is not None:
-        groups = {"source latents": encode_dataset(load_aligned_vae(source), source_data, max_points, seed)[0], **groups}
+        mu_s = encode_dataset(load_aligned_vae(source), source_data, max_points, seed)[0]
+        groups = {"source latents": mu_s, **groups}
     prior = bundle.prior
     if prior is not None:
         groups[_PRIOR] = prior.sample(min(max_points, 1000), generator=torch.Generator().manual_seed(seed))
@@ -144,7 +145,8 @@ def inspect_alignment(model, data, out_dir, source=None, source_data=None, metho
               "counts": {n: len(g) for n, g in xy.items()},
               "figure": {"projection": {"title": title, "xlabel": xlabel, "ylabel": ylabel, "legend": legend,
                                         "note": note, **proj_info},
-                         "error": {"title": err_title, "xlabel": err_labels[0], "ylabel": err_labels[1].replace("\n", " ")}},
+                         "error": {"title": err_title, "xlabel": err_labels[0],
+                                   "ylabel": err_labels[1].replace("\n", " ")}},
               "dim_names": dim_names, "dim_names_from": "dataset" if names_ok else "index",
               "recon_per_dim": [round(v, 5) for v in recon_per_dim.tolist()],
               "target_logp": float(prior.log_prob(mu_t).mean()) if prior else None,
