@@ -98,7 +98,11 @@ def write_lerobot_v3(root: Path, episodes, split_at=2) -> Path:
         "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
         "total_episodes": len(episodes),
         "total_frames": int(sum(len(e) for e in episodes)),
-        "features": {"action": {"dtype": "float32", "shape": [episodes[0].shape[1]]}},
+        "features": {
+            "action": {"dtype": "float32", "shape": [episodes[0].shape[1]],
+                       "names": [f"joint_{i}" for i in range(episodes[0].shape[1])]},
+            "observation.state": {"dtype": "float32", "shape": [2], "names": {"motors": ["x", "y"]}},
+        },
     }
     (root / "meta/info.json").write_text(json.dumps(info))
     parts = [episodes[:split_at], episodes[split_at:]]
@@ -234,8 +238,10 @@ def test_lerobot_v3_two_files(tmp_path):
     eps = load_episodes(root)
     assert_same(eps, episodes)
     assert eps.episode_attrs[1]["task"] == "task 1" and eps.episode_attrs[1]["episode_index"] == 1
+    assert eps.dim_names == [f"joint_{i}" for i in range(episodes[0].shape[1])]  # info.json features names
     state = load_episodes(root, key="observation.state")
     np.testing.assert_allclose(state.episode(3), episodes[3][:, :2] + 7)
+    assert state.dim_names == ["x", "y"]  # the {"motors": [...]} form
 
 
 def test_lerobot_v21_per_episode_files(tmp_path):
@@ -243,6 +249,7 @@ def test_lerobot_v21_per_episode_files(tmp_path):
     eps = load_episodes(write_lerobot_v2(tmp_path / "lr2", episodes))
     assert_same(eps, episodes)
     assert [a["task"] for a in eps.episode_attrs] == ["task 0", "task 1", "task 2", "task 3"]
+    assert eps.dim_names is None  # no names in info.json: none invented
 
 
 def test_npz_layouts(tmp_path):

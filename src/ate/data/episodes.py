@@ -22,6 +22,8 @@ class EpisodeSet:
         episode_attrs: E dicts of JSON-safe per-episode metadata (task, robot, success), {} when none.
         source: the file or folder read.
         key: the field read ("action", "observations/state", "data/action").
+        dim_names: D names of the per-frame dimensions when the dataset stores them (LeRobot `names` in
+            `meta/info.json` features), else None; never made up.
     """
 
     actions: Any
@@ -30,9 +32,12 @@ class EpisodeSet:
     episode_attrs: list[dict] = field(default_factory=list)
     source: str = ""
     key: str = "action"
+    dim_names: list[str] | None = None
 
     def __post_init__(self):
         self.episode_ends = np.asarray(self.episode_ends, dtype=np.int64).reshape(-1)
+        if self.dim_names is not None:
+            self.dim_names = [str(n) for n in self.dim_names]
         if not self.episode_attrs:
             self.episode_attrs = [{} for _ in range(len(self.episode_ends))]
 

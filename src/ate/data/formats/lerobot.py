@@ -142,6 +142,17 @@ def _attrs(row: dict | None, ep: int) -> dict:
     return attrs
 
 
+def _dim_names(info: dict, field: str, dim: int) -> list[str] | None:
+    """`features[field]["names"]` of info.json as D strings: a list, or a dict of one list (LeRobot v2
+    writes {"motors": [...]}); None when absent, nested otherwise or of the wrong length."""
+    names = (info.get("features", {}).get(field) or {}).get("names")
+    if isinstance(names, dict) and len(names) == 1:
+        names = next(iter(names.values()))
+    if isinstance(names, list) and len(names) == dim and all(isinstance(n, str) for n in names):
+        return names
+    return None
+
+
 def read_lerobot(root: Path, key: str | None = None) -> EpisodeSet:
     field = key or "action"
     info_path = root / "meta" / "info.json"
@@ -178,4 +189,5 @@ def read_lerobot(root: Path, key: str | None = None) -> EpisodeSet:
         episode_attrs=[_attrs(meta.get(int(ep)), int(ep)) for ep in ids],
         source=str(root),
         key=field,
+        dim_names=_dim_names(info, field, frames.shape[1]),
     )
