@@ -196,7 +196,7 @@ def test_smoke_every_arm_with_the_budget_rule(tmp_path):
 
     cfg = BenchConfig.from_preset("metaworld", "smoke", out_dir=str(tmp_path / "run"), workers=1, progress=False,
                                   eval_every=0, eval_episodes=1, arms=list(ARMS), finetune_epochs=0.5,
-                                  finetune_min_steps=2, finetune_max_steps=40, lora_rank=2, scale=0.2,
+                                  finetune_min_steps=2, finetune_max_steps=40, lora_rank=2, lora_lr=2e-3, scale=0.2,
                                   strength="relative", sign="flipped", reduction="per_sample")
     res = run_bench(cfg)
     run = tmp_path / "run"
@@ -210,6 +210,7 @@ def test_smoke_every_arm_with_the_budget_rule(tmp_path):
     assert PAPER_GUIDANCE == GuidanceConfig().to_dict()  # the paper's guidance is GuidanceConfig's defaults
     assert tc["ate"]["guidance_config"]["strength"] == "relative" == tc["ate_unaligned"]["guidance_config"]["strength"]
     assert tc["lora"]["adapter"] == "lora" and tc["lora"]["guidance"] == "off" and tc["lora"]["lora"]["rank"] == 2
+    assert tc["lora"]["train"]["lr"] == 2e-3 and tc["sft"]["train"]["lr"] == cfg.finetune_lr
     unaligned = json.loads((run / "vae" / "stage2u-n2-seed0" / "model" / "config.json").read_text())
     assert unaligned["align_config"]["w_kl"] == 0 and unaligned["align_config"]["w_mmd"] == 0
     assert tc["ate_unaligned"]["vae"].endswith("stage2u-n2-seed0/model")

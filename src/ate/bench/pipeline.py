@@ -83,7 +83,8 @@ class BenchConfig:
             finetune_epochs is set, every arm trains ceil(epochs · windows / batch) steps clamped to
             [min, max] instead of finetune_steps, so more target demos get proportionally more updates. The
             final weights are still reported at step = finetune_steps (their real count: `trained_steps`).
-        lora_rank: rank of the `lora` arm's adapters.
+        lora_rank: rank of the `lora` arm's adapters; lora_lr: its learning rate (None: finetune_lr). LoRA
+            usually wants a larger LR than full fine-tuning; choose it on validation seeds like any setting.
         seeds: fine-tuning seeds (each trains every arm once); pretrain_seed: the one pretrained checkpoint
             all arms start from.
         arms: subset of ARMS (see the module docstring, stage 6).
@@ -126,6 +127,7 @@ class BenchConfig:
     finetune_min_steps: int = 1
     finetune_max_steps: int | None = None
     lora_rank: int = 8
+    lora_lr: float | None = None
     seeds: list[int] = field(default_factory=lambda: [0])
     pretrain_seed: int = 0
     arms: list[str] = field(default_factory=lambda: ["sft", "ate"])
@@ -563,6 +565,9 @@ def _run_bench(config: BenchConfig, pool, command: str | None) -> dict[str, Any]
                         params["guidance"] = cfg.guidance_kwargs(arm)
                     if arm == "lora":
                         params["lora_rank"] = cfg.lora_rank
+                        if cfg.lora_lr is not None:
+                            tkw = {**tkw, "lr": cfg.lora_lr}
+                            params["lr"] = cfg.lora_lr
                     fn = functools.partial(_train_finetune, tdir, arm_dir, pre_model, vae, s2_model, arm, cfg, tkw)
                 log(f"train {tag} ({f'{cfg.finetune_epochs:g} epochs' if cfg.finetune_epochs else f'{steps} steps'})")
                 stages.run(f"train-{tag}", params, fn, output=arm_dir)

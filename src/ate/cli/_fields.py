@@ -180,6 +180,7 @@ def _bench() -> dict[str, Field]:
         "finetune_min_steps": Field("lower clamp of the budget rule", INT_GE1),
         "finetune_max_steps": Field("upper clamp of the budget rule ('none' = no cap)", number(int, lo=1, none=True)),
         "lora_rank": Field("rank of the lora arm's adapters", INT_GE1),
+        "lora_lr": Field("learning rate of the lora arm ('none' = --finetune-lr)", number(float, lo=0, lo_open=True, none=True)),
         "seeds": Field("fine-tuning seeds (each trains every arm once)", int),
         "pretrain_seed": Field("seed of the one pretrained checkpoint all arms start from", int),
         "arms": Field("sft = plain fine-tuning; ate = with the configured latent guidance; ate_paper = with the "
