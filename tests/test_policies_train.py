@@ -127,3 +127,17 @@ def test_cli_pretrain_two_robots_predict_normalizer(demos, tmp_path):
     assert set(pol.config.robots) == {"panda", "ur5e"} and pol.config.tasks == ["reach", "push"]
     assert main(["policy", "normalizer", "--policy", str(run), "--robot", "ur5e", "--out", str(tmp_path / "n.json")]) == 0
     assert json.loads((tmp_path / "n.json").read_text())["dim"] == 3
+
+
+def test_resume_with_other_options_is_refused_naming_them(demos, tmp_path):
+    from ate.errors import ConfigError
+
+    cfg = {"horizon": H, "state_dim": 8, **TINY["pi0"]}
+    kw = dict(policy="pi0", policy_config=cfg, steps=4, save_every=2, **FAST)
+    pretrain(demos["src"], tmp_path / "run", **kw)
+    # longer, other logging: allowed
+    pretrain(demos["src"], tmp_path / "run", resume=True, **{**kw, "steps": 6, "log_every": 1})
+    with pytest.raises(ConfigError, match=r"--lr 0.003 \(checkpoint\) vs 0.01 \(now\)"):
+        pretrain(demos["src"], tmp_path / "run", resume=True, **{**kw, "steps": 8, "lr": 1e-2})
+    with pytest.raises(ConfigError, match="--data"):
+        pretrain(demos["tgt"], tmp_path / "run", resume=True, **{**kw, "steps": 8})

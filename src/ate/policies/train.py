@@ -235,6 +235,27 @@ def _valid_elements(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return ((~batch["is_pad"]).sum(-1) * per_sample_dims).sum().to(torch.float64)
 
 
+# options that may change when a run is resumed: its length, logging and the device it runs on
+_FREE_ON_RESUME = {"steps", "epochs", "min_steps", "max_steps", "progress", "log_every", "save_every", "device"}
+_RUN_KEYS = ("mode", "init", "data", "guidance", "vae", "guidance_config", "normalizer", "adapter", "lora")
+
+
+def _check_resume(out: Path, cfg: TrainConfig, run_info: dict) -> None:
+    """Refuse to resume a run with other training options or data than it was started with, naming each."""
+    path = out / "train_config.json"
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text())
+    now = json.loads(json.dumps({"train": dataclasses.asdict(cfg), **run_info}))  # the form saved
+    diffs = [(k, saved.get("train", {}).get(k), v) for k, v in now["train"].items()
+             if k not in _FREE_ON_RESUME and saved.get("train", {}).get(k) != v]
+    diffs += [(k, saved.get(k), now.get(k)) for k in _RUN_KEYS if k in saved and saved.get(k) != now.get(k)]
+    if diffs:
+        what = "; ".join(f"--{k.replace('_', '-')} {old!r} (checkpoint) vs {new!r} (now)" for k, old, new in diffs)
+        raise ConfigError(f"{out}: cannot resume with other options than the run was started with: {what}; use the "
+                          "same options, or a new --out")
+
+
 def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=None, run_info: dict | None = None,
                resume: bool = False):
     """Train `policy` on `dataset` (a PolicyDataset) and write the run directory. Returns the unwrapped policy
@@ -275,6 +296,7 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
     start = 0
     last = out / "checkpoints" / "last"
     if resume and last.exists():
+        _check_resume(out, cfg, run_info or {})
         start = _load_checkpoint(last.resolve(), policy, ema, optimizer, scheduler, gens)["step"]
         if acc.is_main_process:
             logger.info("resumed from %s at step %d of %d", last.resolve(), start, cfg.steps)
