@@ -59,6 +59,7 @@ from ate.align.prior import PriorSummary, fit_prior
 from ate.align.vae import ActionVAE, VAEConfig
 from ate.checkpoint import load_tensors, load_training_state, read_json, write_json_atomic
 from ate.errors import CheckpointError, ConfigError, DataError, ShapeMismatchError
+from ate.training import DEVICES, cosine_lr_factor, rank_share, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ ALIGN_CHOICES = dict(pad=("repeat", "drop"), normalization=("minmax", "meanstd")
                      mmd_distance=("sum", "mean"), kl_direction=("paper", "reference"),
                      mmd_target=("prior", "standard_normal"), prior_mode=("aggregate", "reference", "gmm"),
                      log_to=("none", "wandb", "tensorboard"), lr_schedule=("cosine", "epoch_decay"),
-                     device=("auto", "cpu", "cuda"))
+                     device=DEVICES)
 
 
 @dataclass
@@ -289,7 +290,7 @@ def _loss_terms(vae, a, is_pad, cfg: AlignConfig, prior: PriorSummary | None, no
         local = (~is_pad).sum().to(torch.float64)
         total = local.clone()
         dist.all_reduce(total)
-        rec = rec * (local * world / total.clamp_min(1.0)).to(rec.dtype)
+        rec = rec * rank_share(local, total, world).to(rec.dtype)
     if prior is None:
         kl = kl_to_standard_normal(mu, logvar)
     else:
@@ -340,8 +341,6 @@ def _mmd_targets(n: int, z_dim: int, cfg: AlignConfig, prior: PriorSummary | Non
 
 def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | None, normalizer,
            horizon: int, source_ckpt: str | None) -> Path:
-    from ate.training import cosine_lr_factor, resolve_device
-
     device = resolve_device(cfg.device)
     rank, world = _dist_info(device)
     main = rank == 0

@@ -141,7 +141,9 @@ def summary(res: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ate.bench.gpu_check", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="JSON file to write")
-    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    from ate.training import DEVICES
+
+    ap.add_argument("--device", default="auto", choices=DEVICES)
     ap.add_argument("--tiny", action="store_true", help="tiny sizes (a CPU smoke run of the same code)")
     ap.add_argument("--parts", nargs="+", default=["vae", "policies"], choices=["vae", "policies"])
     args = ap.parse_args(argv)

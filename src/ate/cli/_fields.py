@@ -13,6 +13,7 @@ from ate.align.train import ALIGN_CHOICES
 from ate.align.vae import PRESETS as VAE_PRESETS
 from ate.cli._options import number
 from ate.data.chunks import PAD_MODES
+from ate.training import DEVICES
 from ate.steer.guidance import (  # the modes GuidanceConfig accepts
     _ENCODER_MODES,
     _LATENT_TARGETS,
@@ -128,7 +129,7 @@ TRAIN = {
                     "[--min-steps, --max-steps] ('none' = use --steps)", number(float, lo=0, lo_open=True, none=True)),
     "min_steps": Field("lower clamp of the --epochs budget rule", INT_GE1),
     "max_steps": Field("upper clamp of the --epochs budget rule ('none' = no cap)", number(int, lo=1, none=True)),
-    "device": Field("auto = CUDA when present, else CPU", choices=("auto", "cpu", "cuda")),
+    "device": Field("auto = CUDA when present, else CPU", choices=DEVICES),
     "batch_size": Field("global batch (split across processes); fewer windows than a batch are drawn with "
                         "replacement", INT_GE1),
     "lr": Field("AdamW peak learning rate", POS),

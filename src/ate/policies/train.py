@@ -265,7 +265,7 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
 
     from ate.checkpoint import write_json_atomic
     from ate.steer import BatchShard
-    from ate.training import resolve_device
+    from ate.training import rank_share, resolve_device
 
     if cfg.epochs is not None:
         cfg = cfg.resolve_steps(len(dataset))
@@ -334,7 +334,7 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
             # (times world, since DDP averages the gradients) so the update is that of the global mean
             n_local = _valid_elements(batch)
             n_global = acc.reduce(n_local.clone(), reduction="sum")
-            loss = loss * (n_local * world / n_global.clamp_min(1.0)).to(loss.dtype)
+            loss = loss * rank_share(n_local, n_global, world).to(loss.dtype)
         acc.backward(loss)
         grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.tensor(0.0)
         optimizer.step()

@@ -164,6 +164,15 @@ def _weights(shape: torch.Size, dim_mask, pad_mask, device) -> torch.Tensor | No
     return w
 
 
+def _residual_norms(pred: torch.Tensor, target: torch.Tensor, dim_mask=None, pad_mask=None) -> torch.Tensor:
+    """(B,) L2 norm of each sample's residual target − pred over its valid elements (detached)."""
+    r = target.detach() - pred.detach()
+    w = _weights(pred.shape, dim_mask, pad_mask, pred.device)
+    if w is not None:
+        r = r * w.to(r.dtype)
+    return r.reshape(r.shape[0], -1).norm(dim=1)
+
+
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, dim_mask=None, pad_mask=None) -> torch.Tensor:
     """Mean squared error over valid elements only (the policy loss ATE's guided loss replaces).
 
@@ -425,12 +434,9 @@ class LatentGuidance:
         """g rescaled per sample to ‖target − pred‖ on the valid elements (a zero g stays zero); detached."""
         B = g.shape[0]
         with torch.no_grad():
-            r = (target - pred).detach()
-            w = _weights(pred.shape, dim_mask, pad_mask, pred.device)
-            if w is not None:
-                r = r * w.to(r.dtype)
             g_norm = g.reshape(B, -1).norm(dim=1)
-            factor = torch.where(g_norm > 0, r.reshape(B, -1).norm(dim=1) / g_norm.clamp_min(1e-30), 0.0)
+            r_norm = _residual_norms(pred, target, dim_mask, pad_mask)
+            factor = torch.where(g_norm > 0, r_norm / g_norm.clamp_min(1e-30), 0.0)
         return g * factor.view(B, 1, 1).to(g.dtype)
 
     @staticmethod
@@ -439,13 +445,9 @@ class LatentGuidance:
         """Mean over samples of ‖shift_b‖ / ‖target_b − pred_b‖ (valid elements): how large the guidance's
         shift of the prediction is against the policy's own residual."""
         with torch.no_grad():
-            B = shift.shape[0]
-            r = target.detach() - pred.detach()
-            w = _weights(pred.shape, dim_mask, pad_mask, pred.device)
-            if w is not None:
-                r = r * w.to(r.dtype)
-            num = shift.detach().to(r.dtype).reshape(B, -1).norm(dim=1)
-            return float((num / r.reshape(B, -1).norm(dim=1).clamp_min(1e-12)).mean())
+            r_norm = _residual_norms(pred, target, dim_mask, pad_mask)
+            num = shift.detach().to(r_norm.dtype).reshape(shift.shape[0], -1).norm(dim=1)
+            return float((num / r_norm.clamp_min(1e-12)).mean())
 
     def guided_loss(self, pred: torch.Tensor, target: torch.Tensor, x_t: torch.Tensor, a0: torch.Tensor, t,
                     dim_mask=None, pad_mask=None, generator: torch.Generator | None = None,

@@ -1,6 +1,7 @@
 """ate.training: what the VAE trainer (`ate.align.train`) and the policy trainer (`ate.policies.train`) share.
 
 - :func:`resolve_device`: the ``--device auto|cpu|cuda`` rule, one place for both trainers.
+- :func:`rank_share`: the weight that turns one rank's masked mean into its part of the global mean.
 - :func:`cosine_lr_factor`: the VAE trainer's per-step warm-up + cosine learning-rate factor, a pure function
   of the step (so a resumed run needs no scheduler state to continue exactly). The policy trainer keeps
   diffusers' cosine schedule (saved with its checkpoints), as its published results used.
@@ -35,3 +36,10 @@ def cosine_lr_factor(step: int, total: int, warmup: int = 0, floor: float = 0.0)
         return (step + 1) / warmup
     progress = min(max(step - warmup, 0) / max(total - warmup, 1), 1.0)
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def rank_share(n_local: torch.Tensor, n_global: torch.Tensor, world: int) -> torch.Tensor:
+    """Weight for a rank's loss that is a mean over its own ``n_local`` valid elements: (local / global count)
+    times ``world``, since DDP averages the gradients. The weighted losses then update like the mean over all
+    ``n_global`` elements, however unevenly the valid elements fall across ranks."""
+    return n_local * world / n_global.clamp_min(1.0)
