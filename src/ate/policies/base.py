@@ -295,6 +295,36 @@ class Policy(nn.Module):
         """ᾱ of the training scheduler (DDPM families) or None (flow)."""
         return None
 
+    def u_at(self, t: torch.Tensor) -> torch.Tensor:
+        """The uniform u of `draw_noise` that `denoise_view` turns into time t (DDPM: integer timesteps)."""
+        abar = self.alphas_cumprod()
+        if abar is None:
+            raise NotImplementedError(f"{type(self).__name__} must say how its times come from u")
+        return (torch.as_tensor(t, dtype=torch.float64) + 0.5).div(abar.numel()).float()  # floor(u·T) = t
+
+    def guidance_profile(self, batch: dict[str, torch.Tensor], guidance, levels=None, batch_size: int | None = None,
+                         seed: int = 0) -> dict:
+        """`ate.steer.guidance_profile` of these weights on `batch` (training keys): the guidance strength
+        relative to the residual at each noise level, with one fixed ε (from `seed`) for every level. The
+        policy is put in eval mode for the call and nothing is updated."""
+        from ate.steer.profile import DEFAULT_LEVELS, guidance_profile
+
+        b = batch["action"].shape[0]
+        eps = self.draw_noise(b, torch.Generator().manual_seed(seed))["noise"].to(batch["action"].dtype)
+        f32 = _at_least_float32
+
+        def view(t):
+            v = self.training_view(batch, {"noise": eps, "u": self.u_at(t).reshape(1).expand(b)})
+            return {k: f32(x) if k != "t" else x for k, x in v.items()}
+
+        was_training = self.training
+        self.eval()
+        try:
+            return guidance_profile(guidance, view, DEFAULT_LEVELS if levels is None else levels, batch_size,
+                                    dim_mask=batch["action_mask"], pad_mask=batch["is_pad"], seed=seed + 1)
+        finally:
+            self.train(was_training)
+
     # ------------------------------------------------------------------ inference
     def sample(self, cond: torch.Tensor, shape: tuple[int, int, int], action_mask: torch.Tensor,
                generator: torch.Generator | None) -> torch.Tensor:

@@ -95,6 +95,11 @@ class Pi0Policy(Policy):
         self.expert = ActionExpert(c.action_dim, c.horizon, c.cond_dim, c.width, c.depth, c.heads)
         self.inference_scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
 
+    def u_at(self, t):
+        """Inverse of `flow_time`: the u that gives time t in [0.001, 1]."""
+        t = torch.as_tensor(t, dtype=torch.float64)
+        return ((t - 0.001) / 0.999).clamp(min=0.0).pow(self.config.time_beta_alpha).float()
+
     def denoise_view(self, batch, noise):
         a0 = batch["action"]
         eps = noise["noise"].to(a0.dtype)

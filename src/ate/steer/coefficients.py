@@ -150,3 +150,21 @@ def noise_level(parameterization: str, t, alphas_cumprod: torch.Tensor | None = 
         tf = t.detach().to("cpu", torch.float64)
         level = tf if parameterization == "flow_openpi" else 1.0 - tf
     return level.to(t.device)
+
+
+def time_at_noise_level(parameterization: str, level, alphas_cumprod: torch.Tensor | None = None) -> torch.Tensor:
+    """The time whose :func:`noise_level` is ``level`` (the inverse map; (B,) for (B,) levels in [0, 1]).
+
+    DDPM: the integer timestep whose √(1−ᾱ_t) is nearest (ties to the earlier step), long. Flow: exact,
+    float64 (``flow_openpi``: t = σ; ``flow_paper``: τ = 1 − σ)."""
+    check_parameterization(parameterization)
+    lv = _as_time_tensor(torch.as_tensor(level, dtype=torch.float64))
+    if lv.numel() and not (torch.isfinite(lv).all() and lv.min() >= 0.0 and lv.max() <= 1.0):
+        raise ValueError(f"noise levels must lie in [0, 1], got {lv.tolist()[:8]}")
+    if parameterization in DDPM_PARAMETERIZATIONS:
+        if alphas_cumprod is None:
+            raise ValueError(f"parameterization {parameterization!r} needs alphas_cumprod (DDPM schedule)")
+        abar = torch.as_tensor(alphas_cumprod).detach().to("cpu", torch.float64).reshape(-1)
+        table = torch.sqrt((1.0 - abar).clamp(min=0.0))  # (T,) noise level of every timestep
+        return (table[None, :] - lv[:, None]).abs().argmin(dim=1)
+    return lv.clone() if parameterization == "flow_openpi" else 1.0 - lv
