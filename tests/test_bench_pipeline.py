@@ -139,7 +139,12 @@ def test_smoke_pipeline_end_to_end_and_resume(tmp_path):
     cfg = BenchConfig.from_preset("metaworld", "smoke", out_dir=str(tmp_path / "run"), workers=1, progress=False,
                                   eval_every=0)
     res = run_bench(cfg)
-    assert set(res["stage_wall_s"]) == {"demos", "pretrain", "stage1", "stage2", "train", "eval"}
+    assert set(res["stage_wall_s"]) == {"demos", "pretrain", "stage1", "stage2", "train", "profile", "eval"}
+    # the guided arm's guidance profile: one row per (arm, n_demos, seed), also next to its weights
+    (prof,) = res["guidance_profiles"]
+    assert (prof["arm"], prof["n_demos"], prof["seed"]) == ("ate", 2, 0) and len(prof["rel_strength"]) == 10
+    assert json.loads((tmp_path / "run" / "train" / "ate-n2-seed0" / "guidance_profile.json").read_text())["levels"] \
+        == prof["levels"]
     arms = {(e["arm"], e["step"]) for e in res["evaluations"]}
     assert arms == {("sft", cfg.finetune_steps), ("ate", cfg.finetune_steps)}
     assert all(e["episodes"] == cfg.eval_episodes for e in res["evaluations"])

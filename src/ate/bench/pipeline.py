@@ -25,6 +25,10 @@ parameters changed, and resumes an interrupted training stage from its last chec
                   its guidance strength matches the aligned arm's by construction), `lora` (peft LoRA
                   fine-tuning, guidance off: the parameter-efficient peer), and `scratch` (no pretraining: a
                   fresh policy trained on the target demos only, same budget).
+   `profile-*`    for each guided arm, the guidance strength relative to the policy's residual per
+                  noise level on its final weights (`ate.steer.guidance_profile`; ≤ 256 target windows, a
+                  fixed seed, no update): `train/<arm dir>/guidance_profile.json`. Cheap and cached, so a
+                  re-run adds it to a run trained before it existed without retraining anything.
 7. `eval-*`       closed-loop success on fixed evaluation seeds (`eval_seed_start`...),
                   batched in `workers` processes that live for the whole run; intermediate checkpoints too
                   when `eval_every` > 0.
@@ -58,6 +62,8 @@ GUIDED_ARMS = ("ate", "ate_paper", "ate_unaligned")
 # the guidance exactly as published (SPEC "Steer"; the defaults of ate.steer.GuidanceConfig)
 PAPER_GUIDANCE = dict(scale=2.0, clamp=0.1, sign="reference", encoder_mode="sample", reduction="reference", t_cap=None,
                       noise_min=0.0, noise_max=1.0, strength="absolute", latent_target="clean")
+# the guidance profile of a guided arm: at most this many target windows, drawn from this seed
+PROFILE_WINDOWS, PROFILE_SEED = 256, 0
 # AlignConfig fields that do not change a VAE stage's result (so they do not invalidate its cache)
 _NOT_STAGE_PARAMS = ("progress", "wandb_project")
 ML10_TRAIN = ["reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-close-v3", "button-press-topdown-v3",
@@ -480,6 +486,7 @@ def _run_bench(config: BenchConfig, pool, command: str | None) -> dict[str, Any]
     horizon, norm_mode = policy.config.horizon, policy.config.normalization
 
     evals: list[dict] = []
+    profiles: list[dict] = []
 
     def eval_model(tag: str, model_dir: Path, task: str, robot: str, n_episodes: int, arm: str, seed: int | None,
                    n_demos: int | None, step: int, trained_steps: int | None = None) -> None:
@@ -571,6 +578,14 @@ def _run_bench(config: BenchConfig, pool, command: str | None) -> dict[str, Any]
                     fn = functools.partial(_train_finetune, tdir, arm_dir, pre_model, vae, s2_model, arm, cfg, tkw)
                 log(f"train {tag} ({f'{cfg.finetune_epochs:g} epochs' if cfg.finetune_epochs else f'{steps} steps'})")
                 stages.run(f"train-{tag}", params, fn, output=arm_dir)
+                if arm in GUIDED_ARMS:  # how strong its guidance is per noise level, on the final weights
+                    model_file = arm_dir / "pretrained_model" / "model.safetensors"
+                    pparams = dict(model=str(model_file), mtime=os.path.getmtime(model_file), vae=str(vae),
+                                   guidance=cfg.guidance_kwargs(arm), data=str(tdir), data_files=_files(tdir),
+                                   batch_size=cfg.batch_size, windows=PROFILE_WINDOWS, seed=PROFILE_SEED)
+                    prof = stages.run(f"profile-{tag}", pparams, functools.partial(
+                        _guidance_profile, arm_dir, tdir, vae, cfg.guidance_kwargs(arm), cfg.batch_size))
+                    profiles.append({"arm": arm, "n_demos": n, "seed": seed, **prof})
                 trained = json.loads((arm_dir / "train_config.json").read_text()).get("resolved_steps", steps)
                 for step, model_dir in _checkpoints(arm_dir, steps, cfg.eval_every):
                     for task in cfg.target_tasks:
@@ -580,7 +595,7 @@ def _run_bench(config: BenchConfig, pool, command: str | None) -> dict[str, Any]
 
     # 8. results --------------------------------------------------------------------------------------
     results = build_results(cfg, evals, stages.timings, command=command, total_wall_s=time.perf_counter() - t_start,
-                            demos=demo_info)
+                            demos=demo_info, guidance_profiles=profiles)
     write_report(results, run)
     log(f"results: {run / 'results.json'}, report: {run / 'report.md'}")
     del torch
@@ -619,6 +634,31 @@ def _train_finetune(tdir: Path, out: Path, init: Path, vae: Path, stats_vae: Pat
     finetune(str(tdir), out, init=init, guidance="ate" if guided else "off", vae=vae if guided else None,
              normalizer=stats_vae, resume=resume, **gkw, **akw, **tkw)
     return str(out / "pretrained_model")
+
+
+def _guidance_profile(arm_dir: Path, tdir: Path, vae: Path, guidance: dict, batch_size: int) -> dict:
+    """`Policy.guidance_profile` of a guided arm's final weights on PROFILE_WINDOWS target windows (whole
+    training batches, drawn with a fixed seed: the same windows and noise for every arm), written to
+    `<arm dir>/guidance_profile.json`."""
+    import torch
+
+    from ate.align import load_aligned_vae
+    from ate.checkpoint import write_json_atomic
+    from ate.policies import load_policy
+    from ate.policies.data import PolicyDataset, load_sources
+    from ate.steer import GuidanceConfig
+
+    policy = load_policy(arm_dir / "pretrained_model")
+    sources = load_sources(str(tdir))
+    ds = PolicyDataset(policy, sources)
+    n = batch_size * max(1, PROFILE_WINDOWS // batch_size)
+    batch = ds.get_batch(torch.randint(len(ds), (n,), generator=torch.Generator().manual_seed(PROFILE_SEED)))
+    bundle = load_aligned_vae(vae)
+    guide = policy.make_guidance(bundle.vae, GuidanceConfig(**guidance), sources[0].robot,
+                                 prior=getattr(bundle, "prior", None))
+    prof = policy.guidance_profile(batch, guide, batch_size=batch_size, seed=PROFILE_SEED)
+    write_json_atomic(arm_dir / "guidance_profile.json", prof)
+    return prof
 
 
 def _train_scratch(tdir: Path, out: Path, cfg: BenchConfig, tkw: dict) -> str:

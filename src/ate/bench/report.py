@@ -17,6 +17,9 @@ results.json schema (`"schema": "ate.bench.results/1"`):
                           episodes}; success_rate = mean over training seeds (and tasks for "all")
     comparisons           paired differences per (n_demos, step, task | "all"): {a, b, diff, ci95, p_a_better}
     headline              the main comparison: final step, first n_demos, all tasks, arms and ATE - SFT
+    guidance_profiles     one row per guided arm (arm, n_demos, seed): `ate.steer.guidance_profile` of its
+                          final weights {levels, noise_level, t, rel_strength, frac_clamped, guidance_norm, rows};
+                          absent in runs made before it existed
 
 Intervals (`ci_method`): 95 % percentile bootstrap, 2000 resamples, hierarchical: resample the training
 seeds with replacement, then the evaluation episodes of each (seed, task) cell with replacement. This
@@ -94,7 +97,8 @@ def _cell_matrix(rows: list[dict], seeds: list, tasks: list[str]) -> np.ndarray:
 
 
 def build_results(cfg, evals: list[dict], timings: dict[str, dict], command: str | None = None,
-                  total_wall_s: float | None = None, demos: list[dict] | None = None) -> dict[str, Any]:
+                  total_wall_s: float | None = None, demos: list[dict] | None = None,
+                  guidance_profiles: list[dict] | None = None) -> dict[str, Any]:
     """Assemble the results dict (schema in the module docstring) from raw evaluation rows."""
     from ate.bench.sims import summarize
 
@@ -161,6 +165,7 @@ def build_results(cfg, evals: list[dict], timings: dict[str, dict], command: str
         "total_wall_s": round(total_wall_s, 2) if total_wall_s is not None else None,
         "stages": timings, "stage_wall_s": kinds, "demos": demos or [], "evaluations": evaluations,
         "summary": summary, "comparisons": comparisons, "headline": head,
+        "guidance_profiles": guidance_profiles or [],
     }
 
 
