@@ -3,6 +3,9 @@
 Every `BenchConfig` field is an option (`--target-robot UR5e`, `--seeds 0 1 2`, `--sign flipped`, ...);
 options left out keep the preset's value. Re-running the same command resumes: finished stages are
 skipped (see `ate.bench.pipeline`).
+
+`ate bench summarize RUN_DIR [RUN_DIR ...] --out DIR`: the regime summary of finished runs per suite ×
+policy family (`ate.bench.regime`).
 """
 
 from __future__ import annotations
@@ -53,6 +56,20 @@ def register(sub) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
     add_config_options(p)
     p.set_defaults(func=_run)
+    sub2 = p.add_subparsers(dest="bench_command", metavar="{summarize}", required=False,
+                            title="after runs (leave out to run the pipeline)")
+    s = sub2.add_parser("summarize", help="regime summary of finished runs: summary.json, report.md, plots",
+                        description="Collect finished `ate bench` runs per suite × policy family: success vs target "
+                                    "demos per arm with CIs, paired differences to SFT, the base-policy gate, the "
+                                    "guidance profile by noise level. Runs of one suite × family merge when their "
+                                    "numbers of demos are disjoint.")
+    s.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders holding results.json")
+    s.add_argument("--out", default="benchmarks/results/regime",
+                   help="folder for summary.json, report.md and the PNGs (default: %(default)s)")
+    s.add_argument("--eval-speed", default=None, metavar="JSON",
+                   help="`ate.bench.eval_speed` result whose overall speedup is recorded (default: "
+                        "benchmarks/results/eval-speed/results.json when present, else the field is null)")
+    s.set_defaults(func=_summarize)
 
 
 def _command_line() -> str:
@@ -75,4 +92,17 @@ def _run(args) -> int:
     print()
     print(summary_table(results))
     print(f"\nresults: {cfg.run_dir / 'results.json'}\nreport:  {cfg.run_dir / 'report.md'}")
+    return 0
+
+
+def _summarize(args) -> int:
+    from ate.bench import regime
+
+    summary = regime.summarize(args.runs, regime.EVAL_SPEED_FILE if args.eval_speed is None else args.eval_speed)
+    paths = regime.write_report(summary, args.out)
+    for suite, fams in summary["suites"].items():
+        for family, e in fams.items():
+            if e:
+                print(f"## {suite} / {family} ({e['split']})\n{regime.family_table(e)}\n")
+    print("\n".join(f"{k}: {v}" for k, v in paths.items()))
     return 0

@@ -1,0 +1,264 @@
+"""The regime summary: finished `ate bench` runs collected per suite × policy family into one record.
+
+    ate bench summarize runs/bench/mw-dp runs/bench/mw-rdt --out benchmarks/results/regime
+
+Reads each run's results.json (`ate.bench.results/1`) and writes into `--out`:
+
+- summary.json (`"schema": "ate.regime.summary/1"`), success in percent rounded to 0.1::
+
+      {"schema", "eval_speed" (overall speedup of batched evaluation, or null),
+       "suites": {suite: {} (no run) | {family: {} (no run) | {
+           "base_success", "base_by_source" {"robot/task": %}, "base_gate_80" (null without a source evaluation),
+           "seeds", "episodes" (the fewest training seeds / episodes per (arm, seed, task) cell present),
+           "eval_seed_start", "split" ("validation" from seed 200000, else "test"),
+           "sft_by_demos" {demos: %},
+           "arms" {arm: {demos: {"mean", "ci", "delta_vs_sft" {"mean", "ci"} (paired; not for sft)}}},
+           "guidance_profile" {arm: {"levels", "noise_level", "rel_strength" (mean over (demos, seed)),
+                                     "rel_strength_min", "rel_strength_max", "frac_clamped", "profiles"}},
+           "runs" [{"dir", "command", "machine", "total_wall_s", "n_target_demos", "created"}]}}}}
+
+  Arms are the bench's, with `ate` (the configured variant under test) reported as `ate_best`; every arm of
+  REPORT_ARMS is listed, {} when absent. Numbers are the final-step, all-task rows of each run's `summary`
+  and `comparisons` (the hierarchical bootstrap of `ate.bench.report`), not recomputed.
+- report.md: per suite × family a table (arm × demos: mean [CI], Δ vs SFT [CI]), the base gate, the split,
+  the commands, machines and wall times.
+- success_vs_demos.png, delta_vs_sft.png, guidance_profile.png (`ate.steer.guidance_profile`; runs made
+  before the profile existed have none, and their panel says so).
+
+Several runs of one suite × family merge when their numbers of target demos are disjoint (a demos curve
+split over runs); overlapping ones, or ones scored on other evaluation seeds, are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ate.errors import ConfigError
+
+SCHEMA = "ate.regime.summary/1"
+RESULTS_SCHEMA = "ate.bench.results/1"
+SUITES = ("metaworld", "robosuite")
+FAMILIES = ("dp", "rdt", "pi0")
+REPORT_ARMS = ("sft", "ate_paper", "ate_best", "ate_unaligned", "lora", "scratch")
+GUIDED = ("ate_paper", "ate_best", "ate_unaligned")
+RENAME = {"ate": "ate_best"}  # the bench arm `ate` is the configured (best) variant
+FAMILY_OF = {"dp_unet": "dp", "rdt_dit": "rdt", "pi0_flow": "pi0"}
+VALIDATION_SEED_START = 200_000  # project convention: validation seeds 200000+, test seeds 100000+
+BASE_GATE = 80.0  # SPEC instrument gate: the pretrained policy reaches >= 80 % on its own sources
+EVAL_SPEED_FILE = Path("benchmarks/results/eval-speed/results.json")
+
+
+def _pct(x: float | None) -> float | None:
+    return None if x is None else round(100.0 * float(x), 1)
+
+
+def load_run(run_dir: str | Path) -> dict[str, Any]:
+    """results.json of a finished run, with its folder under "_dir"."""
+    path = Path(run_dir) / "results.json"
+    try:
+        res = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{run_dir}: no results.json (not a finished `ate bench` run)") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: invalid JSON ({exc})") from None
+    if res.get("schema") != RESULTS_SCHEMA:
+        raise ConfigError(f"{path}: schema {res.get('schema')!r}, expected {RESULTS_SCHEMA!r}")
+    family = FAMILY_OF.get(res["config"]["policy"], res["config"]["policy"])
+    if family not in FAMILIES or res["config"]["suite"] not in SUITES:
+        raise ConfigError(f"{path}: suite {res['config']['suite']!r} / policy {res['config']['policy']!r} is not one "
+                          f"of {SUITES} / {FAMILIES}")
+    res["_dir"] = str(run_dir)
+    res["_family"] = family
+    return res
+
+
+def eval_speedup(path: str | Path | None = EVAL_SPEED_FILE) -> float | None:
+    """The overall speedup of batched evaluation (`ate.bench.eval_speed`: compare.speedup), or None when the
+    file is absent."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        return float(json.loads(Path(path).read_text())["compare"]["speedup"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise ConfigError(f"{path}: not an `ate.bench.eval_speed` result (no compare.speedup)") from None
+
+
+def _check_mergeable(runs: list[dict], suite: str, family: str) -> None:
+    """Runs of one suite × family merge only when they are disjoint in demos and share evaluation seeds."""
+    seen: dict[int, str] = {}
+    for r in runs:
+        for n in r["config"]["n_target_demos"]:
+            if n in seen:
+                raise ConfigError(f"{seen[n]} and {r['_dir']} both hold {suite}/{family} at {n} demos per task; "
+                                  "pass one run per number of demos (only disjoint runs merge)")
+            seen[n] = r["_dir"]
+    starts = {r["config"]["eval_seed_start"] for r in runs}
+    if len(starts) > 1:
+        raise ConfigError(f"the {suite}/{family} runs use different evaluation seeds (eval_seed_start {sorted(starts)}); "
+                          "a summary holds one split")
+
+
+def _base(runs: list[dict]) -> dict[str, Any]:
+    """The pretrained policy on its source robots × tasks (the `source-eval` rows, arm "pretrained")."""
+    pooled: dict[str, list[int]] = {}
+    for r in runs:
+        for e in r["evaluations"]:
+            if e["arm"] == "pretrained":
+                k = pooled.setdefault(f"{e['robot']}/{e['task']}", [0, 0])
+                k[0] += e["successes"]
+                k[1] += e["episodes"]
+    by_source = {k: _pct(s / n) for k, (s, n) in sorted(pooled.items())}
+    base = round(float(np.mean([s / n for s, n in pooled.values()])) * 100, 1) if pooled else None
+    return {"base_success": base, "base_by_source": by_source,
+            "base_gate_80": None if base is None else bool(base >= BASE_GATE)}
+
+
+def _profiles(runs: list[dict]) -> dict[str, Any]:
+    """Mean guidance profile of each guided arm over its (demos, seed) rows."""
+    rows: dict[str, list[dict]] = {}
+    for r in runs:
+        for p in r.get("guidance_profiles") or []:  # absent in runs made before the profile existed
+            rows.setdefault(RENAME.get(p["arm"], p["arm"]), []).append(p)
+    out = {}
+    for arm in [a for a in GUIDED if a in rows]:
+        ps = rows[arm]
+        rel = np.asarray([p["rel_strength"] for p in ps], dtype=np.float64)
+        out[arm] = {"levels": ps[0]["levels"], "noise_level": ps[0]["noise_level"],
+                    "rel_strength": rel.mean(axis=0).tolist(), "rel_strength_min": rel.min(axis=0).tolist(),
+                    "rel_strength_max": rel.max(axis=0).tolist(),
+                    "frac_clamped": np.mean([p["frac_clamped"] for p in ps], axis=0).tolist(), "profiles": len(ps)}
+    return out
+
+
+def family_summary(runs: list[dict]) -> dict[str, Any]:
+    """The summary.json entry of one suite × family (runs already checked to merge)."""
+    arms: dict[str, dict[str, dict]] = {a: {} for a in REPORT_ARMS}
+    seeds, episodes = [], []
+    for r in runs:
+        final = r["config"]["finetune_steps"]  # the final weights are reported at this step
+        for s in sorted(r["summary"], key=lambda s: s["n_demos"]):
+            if s["task"] == "all" and s["step"] == final:
+                arm = RENAME.get(s["arm"], s["arm"])
+                arms.setdefault(arm, {})[str(s["n_demos"])] = {"mean": _pct(s["success_rate"]),
+                                                               "ci": [_pct(v) for v in s["ci95"]]}
+                seeds.append(len(s["seeds"]))
+        for c in r["comparisons"]:
+            if c["b"] == "sft" and c["task"] == "all" and c["step"] == final:
+                cell = arms.get(RENAME.get(c["a"], c["a"]), {}).get(str(c["n_demos"]))
+                if cell is not None:
+                    cell["delta_vs_sft"] = {"mean": _pct(c["diff"]), "ci": [_pct(v) for v in c["ci95"]]}
+        episodes += [e["episodes"] for e in r["evaluations"] if e["arm"] != "pretrained" and e["step"] == final]
+    for arm, cells in arms.items():  # demos in numeric order (runs merged in any order)
+        arms[arm] = dict(sorted(cells.items(), key=lambda kv: int(kv[0])))
+    start = runs[0]["config"]["eval_seed_start"]
+    return {
+        **_base(runs),
+        "seeds": min(seeds) if seeds else None, "episodes": min(episodes) if episodes else None,
+        "eval_seed_start": start, "split": "validation" if start >= VALIDATION_SEED_START else "test",
+        "sft_by_demos": {n: c["mean"] for n, c in arms["sft"].items()},
+        "arms": arms,
+        "guidance_profile": _profiles(runs),
+        "runs": [{"dir": r["_dir"], "command": r.get("command"), "machine": r.get("machine"),
+                  "total_wall_s": r.get("total_wall_s"), "n_target_demos": r["config"]["n_target_demos"],
+                  "created": r.get("created")} for r in runs],
+    }
+
+
+def summarize(run_dirs: list[str | Path], eval_speed_file: str | Path | None = EVAL_SPEED_FILE) -> dict[str, Any]:
+    """summary.json's dict for these run folders (schema in the module docstring)."""
+    if not run_dirs:
+        raise ConfigError("give at least one finished run folder")
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for d in run_dirs:
+        r = load_run(d)
+        groups.setdefault((r["config"]["suite"], r["_family"]), []).append(r)
+    suites: dict[str, dict] = {s: {} for s in SUITES}
+    for suite in SUITES:
+        fams = {f: groups[(suite, f)] for f in FAMILIES if (suite, f) in groups}
+        if not fams:
+            continue
+        suites[suite] = {f: {} for f in FAMILIES}
+        for family, runs in fams.items():
+            _check_mergeable(runs, suite, family)
+            suites[suite][family] = family_summary(runs)
+    return {"schema": SCHEMA, "eval_speed": eval_speedup(eval_speed_file), "suites": suites}
+
+
+# ------------------------------------------------------------------------------------------------ report
+def _ci(ci, signed: bool = False) -> str:
+    f = "{:+.1f}" if signed else "{:.1f}"
+    return "[" + ", ".join(f.format(v) for v in ci) + "]"
+
+
+def family_table(entry: dict) -> str:
+    """Markdown: rows = arms present, columns = demos; cells = mean [CI] and Δ vs SFT [CI] (paired)."""
+    demos = sorted({int(n) for cells in entry["arms"].values() for n in cells})
+    lines = ["| arm | " + " | ".join(f"{n} demos" for n in demos) + " |", "|---|" + "---|" * len(demos)]
+    for arm, cells in entry["arms"].items():
+        if not cells:
+            continue
+        out = []
+        for n in demos:
+            c = cells.get(str(n))
+            if c is None:
+                out.append("–")
+                continue
+            d = c.get("delta_vs_sft")
+            out.append(f"{c['mean']:.1f} {_ci(c['ci'])}" + (f"; Δ {d['mean']:+.1f} {_ci(d['ci'], True)}" if d else ""))
+        lines.append(f"| {arm} | " + " | ".join(out) + " |")
+    return "\n".join(lines)
+
+
+def _gate_line(entry: dict) -> str:
+    if entry["base_success"] is None:
+        return "Base gate: not checked (no source evaluation in these runs: `source_eval_episodes` was 0)."
+    per = ", ".join(f"{k} {v:.1f}" for k, v in entry["base_by_source"].items())
+    verdict = "passed" if entry["base_gate_80"] else "**FAILED**"
+    return f"Base gate (pretrained policy ≥ {BASE_GATE:.0f} % on its sources): {entry['base_success']:.1f} % — {verdict} ({per})."
+
+
+def write_report(summary: dict, out_dir: str | Path) -> dict[str, Path]:
+    """Write summary.json, the three plots and report.md into out_dir; returns their paths."""
+    from ate.bench.regime_plots import write_plots
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # not write_json_atomic: it sorts keys, and demos counts read best in numeric order ("1", "5", "25")
+    tmp = out / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, out / "summary.json")
+    plots = write_plots(summary, out)
+    speed = summary["eval_speed"]
+    lines = ["# Regime summary: success vs target demos per suite × policy family", "",
+             "Final-step success (%) over all target tasks, mean [95 % CI] from each run's hierarchical bootstrap; "
+             "Δ = arm − SFT, paired on training seeds and evaluation episodes. `ate_best` is the bench arm `ate` "
+             "(the configured variant), `ate_paper` the paper's guidance.",
+             "", f"Batched evaluation speedup: {f'{speed}x' if speed is not None else 'not measured (no eval-speed result)'}.", ""]
+    for name, path in plots.items():
+        lines += [f"![{name}]({path.name})", ""]
+    for suite, fams in summary["suites"].items():
+        for family, e in fams.items():
+            if not e:
+                continue
+            lines += [f"## {suite} / {family}", "",
+                      f"Split: **{e['split']}** (evaluation seeds {e['eval_seed_start']}…); at least {e['seeds']} "
+                      f"training seeds and {e['episodes']} episodes per (arm, seed, task).", "",
+                      family_table(e), "", _gate_line(e), ""]
+            prof = e["guidance_profile"]
+            lines += [("Guidance profile (‖λ·c·g‖ / residual, mean over demos × seeds) at noise level "
+                       + ", ".join(f"{lv:.2f}" for lv in next(iter(prof.values()))["levels"]) + ": "
+                       + "; ".join(f"{a} " + " ".join(f"{v:.2g}" for v in p["rel_strength"]) for a, p in prof.items()))
+                      if prof else "Guidance profile: no profile in these runs.", ""]
+            for r in e["runs"]:
+                m = r.get("machine") or {}
+                wall = r.get("total_wall_s")
+                lines += [f"Run `{r['dir']}` ({r['n_target_demos']} demos; {f'{wall:.0f} s' if wall is not None else '? s'} "
+                          f"wall on {m.get('cpu', '?')}, {m.get('cpu_count', '?')} CPUs):", "",
+                          "```", r.get("command") or "(command not recorded)", "```", ""]
+    (out / "report.md").write_text("\n".join(lines))
+    return {"summary": out / "summary.json", "report": out / "report.md", **plots}
