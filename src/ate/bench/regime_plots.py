@@ -30,9 +30,11 @@ def _figure(summary: dict, draw, path: Path, ylabel: str) -> Path:
             ax = axes[i][j]
             entry = summary["suites"][suite].get(family) or {}
             ax.set_title(f"{suite} / {family}" + (f" ({entry['split']})" if entry else ""), fontsize=10)
-            if not entry or not draw(ax, entry):
-                ax.text(0.5, 0.5, "no run" if not entry else "nothing to plot", ha="center", va="center",
-                        transform=ax.transAxes, color="gray")
+            empty = "no run" if not entry else draw(ax, entry)  # draw returns None, or why nothing is drawn
+            if empty:
+                ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, color="gray")
+                ax.set_xticks([])
+                ax.set_yticks([])
             if j == 0:
                 ax.set_ylabel(ylabel)
     fig.tight_layout()
@@ -58,6 +60,7 @@ def _demos_axis(ax, entry: dict) -> None:
     ax.set_xscale("log")
     ax.set_xticks(demos, [str(n) for n in demos])
     ax.minorticks_off()
+    ax.set_xlim(demos[0] / 1.6, demos[-1] * 1.6)  # room for the side-by-side offsets, even for one demos count
     ax.set_xlabel("target demos per task")
 
 
@@ -69,7 +72,7 @@ def plot_success_vs_demos(summary: dict, path: Path) -> Path:
             _demos_axis(ax, entry)
             ax.set_ylim(0, 100)
             ax.legend(frameon=False, fontsize=7)
-        return any(drawn)
+        return None if any(drawn) else "no final-step rows"
 
     return _figure(summary, draw, path, "success (%), all target tasks")
 
@@ -83,7 +86,7 @@ def plot_delta_vs_sft(summary: dict, path: Path) -> Path:
             ax.axhline(0.0, color="black", lw=0.8)
             _demos_axis(ax, entry)
             ax.legend(frameon=False, fontsize=7)
-        return any(drawn)
+        return None if any(drawn) else "no ATE arm compared with SFT"
 
     return _figure(summary, draw, path, "ATE − SFT (points), paired 95 % CI")
 
@@ -98,7 +101,7 @@ def plot_guidance_profile(summary: dict, path: Path) -> Path:
             if not pts:  # zero everywhere (e.g. a noise window excluding the grid) has no log-scale point
                 continue
             xs, ys, lo, hi = zip(*pts)
-            ax.plot(xs, ys, marker="o", color=COLORS.get(arm), label=f"{arm} ({p['profiles']} runs)")
+            ax.plot(xs, ys, marker="o", color=COLORS.get(arm), label=f"{arm} ({p['profiles']} demos × seeds)")
             ax.fill_between(xs, lo, hi, color=COLORS.get(arm), alpha=0.15)
             drawn = True
         if drawn:
@@ -106,9 +109,7 @@ def plot_guidance_profile(summary: dict, path: Path) -> Path:
             ax.set_xlim(0, 1)
             ax.set_xlabel("noise level (0 clean, 1 pure noise)")
             ax.legend(frameon=False, fontsize=7)
-        else:
-            ax.text(0.5, 0.5, "no profile", ha="center", va="center", transform=ax.transAxes, color="gray")
-        return True  # the panel says "no profile" itself
+        return None if drawn else "no profile"
 
     return _figure(summary, draw, path, "‖λ·c·g‖ / residual")
 

@@ -1,0 +1,155 @@
+"""The regime summary (ate.bench.regime): summary.json values, merging and refusing runs, report and plots.
+
+The runs are results.json files built with `ate.bench.report.build_results` from hand-made evaluation rows
+(success counts chosen so every mean is exact), so the summary is checked against numbers known here.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ate.bench import regime
+from ate.bench.pipeline import BenchConfig
+from ate.bench.report import build_results
+from ate.errors import ConfigError
+
+N_EPS = 20
+BASE = {1: 2, 5: 6, 25: 10}  # SFT at 1 / 5 / 25 demos: 25.0 / 45.0 / 65.0 %
+
+
+def _rows(arm, n_demos, rates, tasks, step, robot="Sawyer", seed_start=200_000):
+    """Evaluation rows: rates[task][seed] successes out of N_EPS, the first k episodes succeed."""
+    out = []
+    for task in tasks:
+        for seed, k in enumerate(rates[task]):
+            eps = [{"seed": seed_start + i, "success": i < k, "steps": 50, "wall_s": 0.1} for i in range(N_EPS)]
+            out.append({"arm": arm, "task": task, "robot": robot, "seed": seed, "n_demos": n_demos, "step": step,
+                        "episodes": eps})
+    return out
+
+
+def _profile(arm, n, seed, scale):
+    levels = [0.25, 0.75]
+    return {"arm": arm, "n_demos": n, "seed": seed, "levels": levels, "noise_level": levels, "t": [25.0, 75.0],
+            "rel_strength": [scale * 1e-3, scale * 1e-2], "frac_clamped": [0.0, 0.5 * scale],
+            "guidance_norm": [0.1, 0.2], "rows": 64}
+
+
+def _write_run(path, suite="metaworld", policy="dp", demos=(1, 5), arms=("sft", "ate", "ate_paper"), seed_start=200_000,
+               source=True, profiles=True, command="ate bench --suite metaworld ..."):
+    """One finished run: SFT's (seed, task) cells succeed c, c + 2, c + 4, c + 6 times of 20 (c by demos:
+    mean (4c + 12) / 80), every other arm 2 more per cell (+10.0 points)."""
+    tasks = ["drawer-open-v3", "door-close-v3"]
+    cfg = BenchConfig(suite=suite, policy=policy, source_robots=["Sawyer"], target_robot="Sawyer",
+                      source_tasks=["reach-v3", "push-v3"], target_tasks=tasks, n_target_demos=list(demos),
+                      arms=list(arms), seeds=[0, 1], finetune_steps=100, eval_seed_start=seed_start,
+                      out_dir=str(path), source_eval_episodes=N_EPS if source else 0)
+    evals = []
+    for n in demos:
+        c = BASE[n]
+        sft = {tasks[0]: [c, c + 2], tasks[1]: [c + 4, c + 6]}
+        for arm in arms:
+            bonus = 0 if arm == "sft" else 2
+            evals += _rows(arm, n, {t: [k + bonus for k in v] for t, v in sft.items()}, tasks, 100,
+                           seed_start=seed_start)
+    if source:  # the pretrained policy on its sources: 18 / 20 and 14 / 20 -> mean 80 %
+        for task, k in (("reach-v3", 18), ("push-v3", 14)):
+            eps = [{"seed": seed_start + i, "success": i < k, "steps": 50, "wall_s": 0.1} for i in range(N_EPS)]
+            evals.append({"arm": "pretrained", "task": task, "robot": "Sawyer", "seed": None, "n_demos": None,
+                          "step": 3000, "episodes": eps})
+    prof = [_profile("ate", n, s, scale=1 + s) for n in demos for s in (0, 1)] if profiles and "ate" in arms else []
+    res = build_results(cfg, evals, {"train-x": {"wall_s": 5.0, "cached": False}}, command=command, total_wall_s=123.0,
+                        guidance_profiles=prof)
+    if not profiles:
+        res.pop("guidance_profiles")  # a run made before the profile existed
+    path.mkdir(parents=True)
+    (path / "results.json").write_text(json.dumps(res))
+    return res
+
+
+def test_summary_values_merge_and_outputs(tmp_path, single_torch_thread):
+    a = _write_run(tmp_path / "mw-dp-a", demos=(1, 5))
+    _write_run(tmp_path / "mw-dp-b", demos=(25,), arms=("sft", "ate"), source=False, profiles=False,
+               command="ate bench --n-target-demos 25")
+    _write_run(tmp_path / "rs-rdt", suite="robosuite", policy="rdt", demos=(5,), arms=("sft", "lora"), source=False,
+               seed_start=100_000)
+    speed = tmp_path / "speed.json"
+    speed.write_text(json.dumps({"schema": "ate.eval_speed/1", "compare": {"speedup": 3.4}}))
+    s = regime.summarize([tmp_path / "mw-dp-a", tmp_path / "mw-dp-b", tmp_path / "rs-rdt"], speed)
+    assert s["schema"] == "ate.regime.summary/1" and s["eval_speed"] == 3.4
+    assert set(s["suites"]) == {"metaworld", "robosuite"}
+    mw = s["suites"]["metaworld"]
+    assert mw["rdt"] == {} and mw["pi0"] == {} and s["suites"]["robosuite"]["dp"] == {}
+    dp = mw["dp"]
+    assert dp["sft_by_demos"] == {"1": 25.0, "5": 45.0, "25": 65.0}
+    assert list(dp["sft_by_demos"]) == ["1", "5", "25"]  # merged from both runs, in numeric order
+    assert list(dp["arms"]) == list(regime.REPORT_ARMS)
+    assert dp["arms"]["lora"] == {} and dp["arms"]["ate_unaligned"] == {} and dp["arms"]["scratch"] == {}
+    # every non-SFT arm has 2 more successes per (seed, task) cell of 20 episodes: +10.0 points exactly
+    best = dp["arms"]["ate_best"]["5"]
+    assert best["mean"] == 55.0 and best["delta_vs_sft"]["mean"] == 10.0
+    assert dp["arms"]["ate_best"]["25"]["delta_vs_sft"]["mean"] == 10.0  # from run b
+    assert dp["arms"]["ate_paper"]["1"]["delta_vs_sft"]["mean"] == 10.0
+    assert "delta_vs_sft" not in dp["arms"]["sft"]["1"] and "25" not in dp["arms"]["ate_paper"]
+    # the intervals are the run's own bootstrap, in percent rounded to 0.1
+    row = next(r for r in a["summary"] if (r["arm"], r["n_demos"], r["task"]) == ("ate", 5, "all"))
+    assert best["ci"] == [round(100 * v, 1) for v in row["ci95"]] and best["ci"][0] < 55.0 < best["ci"][1]
+    # base: 90 % and 70 % on the two sources (only run a has a source evaluation)
+    assert dp["base_by_source"] == {"Sawyer/push-v3": 70.0, "Sawyer/reach-v3": 90.0}
+    assert dp["base_success"] == 80.0 and dp["base_gate_80"] is True
+    assert (dp["seeds"], dp["episodes"], dp["eval_seed_start"], dp["split"]) == (2, N_EPS, 200_000, "validation")
+    # the guidance profile: run a's four ate rows (scales 1, 2, 1, 2), run b has none
+    prof = dp["guidance_profile"]["ate_best"]
+    assert prof["profiles"] == 4 and prof["rel_strength"] == pytest.approx([1.5e-3, 1.5e-2])
+    assert prof["rel_strength_min"] == pytest.approx([1e-3, 1e-2]) and prof["frac_clamped"] == pytest.approx([0, 0.75])
+    assert [r["command"] for r in dp["runs"]] == ["ate bench --suite metaworld ...", "ate bench --n-target-demos 25"]
+    rs = s["suites"]["robosuite"]["rdt"]
+    assert rs["split"] == "test" and rs["base_success"] is None and rs["base_gate_80"] is None
+    assert rs["guidance_profile"] == {} and rs["arms"]["lora"]["5"]["delta_vs_sft"]["mean"] == 10.0
+
+    paths = regime.write_report(s, tmp_path / "out")
+    on_disk = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(s))
+    for name in ("success_vs_demos", "delta_vs_sft", "guidance_profile"):
+        assert paths[name].stat().st_size > 5000  # a real figure, not an empty canvas
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## metaworld / dp" in report and "## robosuite / rdt" in report
+    assert "| ate_best | 35.0" in report and "Δ +10.0" in report and "80.0 % — passed" in report
+    assert "Split: **validation**" in report and "ate bench --n-target-demos 25" in report and "3.4x" in report
+    assert "no profile in these runs" in report  # the robosuite runs have none
+
+
+def test_overlap_other_seeds_and_bad_input_are_refused(tmp_path):
+    _write_run(tmp_path / "a", demos=(1, 5))
+    _write_run(tmp_path / "b", demos=(5, 25))
+    with pytest.raises(ConfigError, match=r"both hold metaworld/dp at 5 demos"):
+        regime.summarize([tmp_path / "a", tmp_path / "b"], None)
+    _write_run(tmp_path / "c", demos=(25,), seed_start=100_000)
+    with pytest.raises(ConfigError, match="different evaluation seeds"):
+        regime.summarize([tmp_path / "a", tmp_path / "c"], None)
+    with pytest.raises(ConfigError, match="no results.json"):
+        regime.summarize([tmp_path / "missing"], None)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "results.json").write_text(json.dumps({"schema": "other/1"}))
+    with pytest.raises(ConfigError, match="schema"):
+        regime.summarize([tmp_path / "d"], None)
+    assert regime.eval_speedup(tmp_path / "absent.json") is None
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ConfigError, match="compare.speedup"):
+        regime.eval_speedup(tmp_path / "bad.json")
+
+
+def test_cli_summarize_and_the_pipeline_options_still_parse(tmp_path, capsys):
+    from ate.cli import build_parser, main
+
+    _write_run(tmp_path / "run", demos=(1,))
+    assert main(["bench", "summarize", str(tmp_path / "run"), "--out", str(tmp_path / "out"),
+                 "--eval-speed", str(tmp_path / "none.json")]) == 0
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["eval_speed"] is None
+    assert "| sft | 25.0" in capsys.readouterr().out
+    args = build_parser().parse_args(["bench", "--suite", "metaworld", "--preset", "smoke", "--seeds", "0", "1"])
+    assert args.func.__name__ == "_run" and args.seeds == [0, 1]
+    assert main(["bench", "summarize", str(tmp_path / "run"), str(tmp_path / "run"), "--out", str(tmp_path / "o")]) == 1
+    assert "ate bench summarize: error:" in capsys.readouterr().err
