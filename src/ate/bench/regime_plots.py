@@ -115,6 +115,9 @@ def plot_guidance_profile(summary: dict, path: Path) -> Path:
 
 
 def write_plots(summary: dict, out_dir: Path) -> dict[str, Path]:
+    from ate._optional import require
+
+    require("matplotlib", "viz", "the regime summary's plots")  # an optional extra: one line if missing
     out_dir = Path(out_dir)
     if not _grid(summary)[0]:
         return {}
