@@ -153,3 +153,30 @@ def test_cli_summarize_and_the_pipeline_options_still_parse(tmp_path, capsys):
     assert args.func.__name__ == "_run" and args.seeds == [0, 1]
     assert main(["bench", "summarize", str(tmp_path / "run"), str(tmp_path / "run"), "--out", str(tmp_path / "o")]) == 1
     assert "ate bench summarize: error:" in capsys.readouterr().err
+
+
+def test_headline_arms_only_at_the_headline_point(tmp_path, single_torch_thread):
+    """One run with the whole arm set at 5 demos (50 episodes) and a cheaper curve (sft, ate) around it."""
+    cfg = BenchConfig(suite="metaworld", source_robots=["Sawyer"], target_robot="Sawyer", source_tasks=["reach-v3"],
+                      target_tasks=["drawer-open-v3"], n_target_demos=[1, 5, 25], arms=["sft", "ate"],
+                      headline_demos=5, headline_arms=["lora", "ate_paper"], headline_eval_episodes=50,
+                      eval_episodes=20, seeds=[0], finetune_steps=100, out_dir=str(tmp_path))
+    assert cfg.headline == 5 and cfg.all_arms == ["sft", "ate", "lora", "ate_paper"]
+    assert cfg.arms_at(1) == ["sft", "ate"] and cfg.arms_at(5) == cfg.all_arms
+    assert (cfg.episodes_at(1), cfg.episodes_at(5)) == (20, 50)
+    evals = []
+    for n in cfg.n_target_demos:
+        for arm in cfg.arms_at(n):
+            k = {"sft": 5, "ate": 6, "lora": 7, "ate_paper": 5}[arm]  # successes of the first 10 episodes
+            eps = [{"seed": 200_000 + i, "success": i < k, "steps": 50, "wall_s": 0.1} for i in range(cfg.episodes_at(n))]
+            evals.append({"arm": arm, "task": "drawer-open-v3", "robot": "Sawyer", "seed": 0, "n_demos": n, "step": 100,
+                          "episodes": eps})
+    res = build_results(cfg, evals, {})
+    cells = {(s["arm"], s["n_demos"]): s for s in res["summary"] if s["task"] == "all"}
+    assert set(cells) == {(a, n) for n in (1, 25) for a in ("sft", "ate")} | {(a, 5) for a in cfg.all_arms}
+    assert cells[("lora", 5)]["episodes"] == 50 and cells[("sft", 1)]["episodes"] == 20
+    assert res["headline"]["n_demos"] == 5 and res["headline"]["lora"]["success_rate"] == pytest.approx(7 / 50)
+    # ATE − SFT at the headline is 1 success in 50, paired episode by episode: every resample agrees
+    assert res["headline"]["ate_minus_sft"]["diff"] == pytest.approx(1 / 50)
+    assert {(c["a"], c["n_demos"]) for c in res["comparisons"] if c["b"] == "sft" and c["task"] == "all"} == \
+        {("ate", 1), ("ate", 5), ("ate", 25), ("lora", 5), ("ate_paper", 5)}

@@ -93,7 +93,10 @@ class BenchConfig:
             usually wants a larger LR than full fine-tuning; choose it on validation seeds like any setting.
         seeds: fine-tuning seeds (each trains every arm once); pretrain_seed: the one pretrained checkpoint
             all arms start from.
-        arms: subset of ARMS (see the module docstring, stage 6).
+        arms: subset of ARMS (see the module docstring, stage 6), trained at every number of target demos.
+        headline_demos: the headline point (None: the first of n_target_demos); headline_arms: extra arms
+            trained and evaluated only there (the whole arm set at one point, a cheaper demos curve around it);
+            headline_eval_episodes: episodes per (arm, seed, task) there (None: eval_episodes).
     Evaluation (`ate.bench.sims.evaluate`):
         eval_episodes: episodes per (arm, seed, task, checkpoint), seeds eval_seed_start, +1, ...
         eval_every: also evaluate fine-tuning checkpoints every k steps (0: final weights only).
@@ -137,6 +140,9 @@ class BenchConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     pretrain_seed: int = 0
     arms: list[str] = field(default_factory=lambda: ["sft", "ate"])
+    headline_demos: int | None = None
+    headline_arms: list[str] = field(default_factory=list)
+    headline_eval_episodes: int | None = None
     # evaluation
     eval_episodes: int = 20
     eval_seed_start: int = 100_000
@@ -180,6 +186,14 @@ class BenchConfig:
         bad = [a for a in self.arms if a not in ARMS]
         if bad or not self.arms:
             raise ConfigError(f"BenchConfig.arms={self.arms}; choose a non-empty subset of {ARMS}")
+        bad = [a for a in self.headline_arms if a not in ARMS]
+        if bad:
+            raise ConfigError(f"BenchConfig.headline_arms={self.headline_arms}; choose a subset of {ARMS}")
+        if self.headline_demos is not None and self.headline_demos not in self.n_target_demos:
+            raise ConfigError(f"BenchConfig.headline_demos={self.headline_demos} is not one of n_target_demos "
+                             f"{self.n_target_demos}")
+        if self.headline_eval_episodes is not None and self.headline_eval_episodes < 1:
+            raise ConfigError(f"BenchConfig.headline_eval_episodes must be >= 1, got {self.headline_eval_episodes}")
         for name in ("source_robots", "source_tasks", "target_tasks", "n_target_demos", "seeds"):
             if not getattr(self, name):
                 raise ConfigError(f"BenchConfig.{name} must not be empty")
@@ -235,6 +249,26 @@ class BenchConfig:
                            prior_mode=self.prior_mode, steps=steps, batch_size=self.vae_batch_size, lr=self.vae_lr,
                            seed=seed, val_ratio=0.0, eval_every=max(steps, 1), save_every=max(steps // 4, 1),
                            progress=self.progress)
+
+    @property
+    def headline(self) -> int:
+        """The number of target demos of the headline comparison."""
+        return self.n_target_demos[0] if self.headline_demos is None else self.headline_demos
+
+    @property
+    def all_arms(self) -> list[str]:
+        """Every arm of the run: `arms`, then the `headline_arms` not among them."""
+        return [*self.arms, *(a for a in self.headline_arms if a not in self.arms)]
+
+    def arms_at(self, n_demos: int) -> list[str]:
+        """The arms trained with `n_demos` target demos per task."""
+        return self.all_arms if n_demos == self.headline else list(self.arms)
+
+    def episodes_at(self, n_demos: int) -> int:
+        """Evaluation episodes per (arm, seed, task) with `n_demos` target demos per task."""
+        if n_demos == self.headline and self.headline_eval_episodes is not None:
+            return self.headline_eval_episodes
+        return self.eval_episodes
 
     def guidance_kwargs(self, arm: str = "ate") -> dict[str, Any]:
         """GuidanceConfig fields of a guided arm: the paper's for `ate_paper`, the configured ones otherwise."""
@@ -552,8 +586,9 @@ def _run_bench(config: BenchConfig, pool, command: str | None) -> dict[str, Any]
                 return Path(stages.run(name, p2, do_stage2, output=s2_dir)), p2
 
             # every fine-tuning arm reads the target action stats from the (aligned) stage-2 VAE
-            s2_model, p2 = stage2(aligned=True) if set(cfg.arms) - {"scratch"} else (None, None)
-            for arm in cfg.arms:
+            arms = cfg.arms_at(n)
+            s2_model, p2 = stage2(aligned=True) if set(arms) - {"scratch"} else (None, None)
+            for arm in arms:
                 tag = f"{arm}-n{n}-seed{seed}"
                 arm_dir = run / "train" / tag
                 steps = cfg.finetune_steps  # scratch gets the same budget as fine-tuning
@@ -589,9 +624,9 @@ def _run_bench(config: BenchConfig, pool, command: str | None) -> dict[str, Any]
                 trained = json.loads((arm_dir / "train_config.json").read_text()).get("resolved_steps", steps)
                 for step, model_dir in _checkpoints(arm_dir, steps, cfg.eval_every):
                     for task in cfg.target_tasks:
-                        log(f"eval {tag} step {step} on {task} ({cfg.eval_episodes} episodes)")
-                        eval_model(f"{tag}-step{step}", model_dir, task, cfg.target_robot, cfg.eval_episodes, arm, seed,
-                                   n, step, trained_steps=trained if step == steps else step)
+                        log(f"eval {tag} step {step} on {task} ({cfg.episodes_at(n)} episodes)")
+                        eval_model(f"{tag}-step{step}", model_dir, task, cfg.target_robot, cfg.episodes_at(n), arm,
+                                   seed, n, step, trained_steps=trained if step == steps else step)
 
     # 8. results --------------------------------------------------------------------------------------
     results = build_results(cfg, evals, stages.timings, command=command, total_wall_s=time.perf_counter() - t_start,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ate.bench.report import config_arms, config_headline
+
 ARM_COLORS = {"sft": "#4C72B0", "ate": "#DD8452", "ate_paper": "#C44E52", "ate_unaligned": "#937860",
               "lora": "#55A868", "scratch": "#8C8C8C"}
 
@@ -28,12 +30,12 @@ def plot_success_by_arm(results: dict, path: Path) -> Path:
     plt = pyplot()
     cfg = results["config"]
     tasks = ["all", *cfg["target_tasks"]] if len(cfg["target_tasks"]) > 1 else ["all"]
-    arms = cfg["arms"]
+    arms = config_arms(cfg)
     width = 0.8 / len(arms)
     fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * len(tasks) * len(arms) / 2 + 2), 3.6))
     for ai, arm in enumerate(arms):
         for ti, task in enumerate(tasks):
-            s = _rows(results, arm=arm, n_demos=cfg["n_target_demos"][0], step=cfg["finetune_steps"], task=task)
+            s = _rows(results, arm=arm, n_demos=config_headline(cfg), step=cfg["finetune_steps"], task=task)
             if not s:
                 continue
             s = s[0]
@@ -46,7 +48,7 @@ def plot_success_by_arm(results: dict, path: Path) -> Path:
     ax.set_xticks(range(len(tasks)), ["mean" if t == "all" else t for t in tasks])
     ax.set_ylabel("success rate (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(f"{results['suite']} {results['preset']}: {cfg['target_robot']}, {cfg['n_target_demos'][0]} demos/task")
+    ax.set_title(f"{results['suite']} {results['preset']}: {cfg['target_robot']}, {config_headline(cfg)} demos/task")
     ax.legend(frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -58,7 +60,7 @@ def _line_plot(results: dict, path: Path, xkey: str, fixed: dict, xlabel: str) -
     plt = pyplot()
     cfg = results["config"]
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
-    for arm in cfg["arms"]:
+    for arm in config_arms(cfg):
         rows = sorted(_rows(results, arm=arm, task="all", **fixed), key=lambda s: s[xkey])
         if not rows:
             continue
@@ -82,7 +84,7 @@ def write_plots(results: dict, run_dir: Path) -> dict[str, Path]:
     cfg = results["config"]
     run_dir = Path(run_dir)
     out = {"success_by_arm": plot_success_by_arm(results, run_dir / "success_by_arm.png")}
-    n0 = cfg["n_target_demos"][0]
+    n0 = config_headline(cfg)
     if len({s["step"] for s in results["summary"] if s["n_demos"] == n0}) > 1:
         out["success_vs_steps"] = _line_plot(results, run_dir / "success_vs_steps.png", "step", {"n_demos": n0},
                                              f"fine-tuning steps ({n0} demos/task)")

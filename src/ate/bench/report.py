@@ -117,7 +117,7 @@ def build_results(cfg, evals: list[dict], timings: dict[str, dict], command: str
     tasks = list(cfg.target_tasks)
     for n, step in keys:
         rows_by_arm = {a: [e for e in target if e["arm"] == a and e["n_demos"] == n and e["step"] == step]
-                       for a in cfg.arms}
+                       for a in cfg.all_arms}
         mats = {}
         for arm, rows in rows_by_arm.items():
             seeds = sorted({r["seed"] for r in rows})
@@ -133,7 +133,7 @@ def build_results(cfg, evals: list[dict], timings: dict[str, dict], command: str
                                 "episodes": int(sub.size),
                                 "trained_steps": max(r.get("trained_steps", step) for r in rows)})
         # every arm against plain fine-tuning, and the pretrained arms against scratch
-        pairs = [(a, "sft") for a in cfg.arms if a not in ("sft", "scratch")] + [(a, "scratch") for a in ("ate", "sft")]
+        pairs = [(a, "sft") for a in cfg.all_arms if a not in ("sft", "scratch")] + [(a, "scratch") for a in ("ate", "sft")]
         for a, b in pairs:
             if a not in mats or b not in mats:
                 continue
@@ -150,7 +150,7 @@ def build_results(cfg, evals: list[dict], timings: dict[str, dict], command: str
         kind = name.split("-", 1)[0]
         kinds[kind] = round(kinds.get(kind, 0.0) + float(t["wall_s"]), 2)
     final = cfg.finetune_steps
-    main_n = cfg.n_target_demos[0]
+    main_n = cfg.headline
     head = {"n_demos": main_n, "step": final, "task": "all"}
     for s in summary:
         if s["n_demos"] == main_n and s["step"] == final and s["task"] == "all":
@@ -177,22 +177,35 @@ def _ci(ci) -> str:
     return f"[{_pct(ci[0])}, {_pct(ci[1])}]"
 
 
+BASE_GATE = 0.8  # the pretrained policy's mean source success a comparison of adaptation methods needs
+
+
+def config_arms(cfg: dict) -> list[str]:
+    """Every arm of a run's config dict (`BenchConfig.all_arms`; results written before headline_arms too)."""
+    return [*cfg["arms"], *(a for a in cfg.get("headline_arms") or [] if a not in cfg["arms"])]
+
+
+def config_headline(cfg: dict) -> int:
+    """The headline number of target demos of a run's config dict (`BenchConfig.headline`)."""
+    return cfg.get("headline_demos") or cfg["n_target_demos"][0]
+
+
 def summary_table(results: dict, n_demos: int | None = None, step: int | None = None) -> str:
     """Markdown table: rows = arms, columns = tasks + all, cells = success % [95 % CI]."""
     cfg = results["config"]
-    n_demos = n_demos if n_demos is not None else cfg["n_target_demos"][0]
+    n_demos = n_demos if n_demos is not None else config_headline(cfg)
     step = step if step is not None else cfg["finetune_steps"]
     tasks = ["all", *cfg["target_tasks"]]
     head = "| arm | " + " | ".join("mean (all tasks)" if t == "all" else t for t in tasks) + " |"
     lines = [head, "|" + "---|" * (len(tasks) + 1)]
-    for arm in cfg["arms"]:
+    for arm in config_arms(cfg):
         cells = []
         for t in tasks:
             s = next((s for s in results["summary"] if s["arm"] == arm and s["n_demos"] == n_demos
                       and s["step"] == step and s["task"] == t), None)
             cells.append(f"{_pct(s['success_rate'])} {_ci(s['ci95'])}" if s else "–")
         lines.append(f"| {arm.upper()} | " + " | ".join(cells) + " |")
-    for arm in [a for a in cfg["arms"] if a not in ("sft", "scratch")]:
+    for arm in [a for a in config_arms(cfg) if a not in ("sft", "scratch")]:
         diff = [next((c for c in results["comparisons"] if c["n_demos"] == n_demos and c["step"] == step
                       and c["task"] == t and (c["a"], c["b"]) == (arm, "sft")), None) for t in tasks]
         if any(diff):
@@ -218,7 +231,7 @@ def write_report(results: dict, run_dir: Path) -> dict[str, Path]:
     write_json_atomic(run_dir / "results.json", results)
     plots = write_plots(results, run_dir)
     cfg = results["config"]
-    n_main, final = cfg["n_target_demos"][0], cfg["finetune_steps"]
+    n_main, final = config_headline(cfg), cfg["finetune_steps"]
     src = " + ".join(cfg["source_robots"]) + " on " + ", ".join(cfg["source_tasks"])
     lines = [
         f"# ATE benchmark: {results['suite']} / {results['preset']}",
@@ -226,7 +239,8 @@ def write_report(results: dict, run_dir: Path) -> dict[str, Path]:
         f"Pretrain a `{cfg['policy']}` policy on {src} ({cfg['n_source_demos']} demos each, "
         f"{cfg['pretrain_steps']} steps); adapt to **{cfg['target_robot']}** on {', '.join(cfg['target_tasks'])} with "
         f"{n_main} demos per task, {_budget(cfg)}, training seeds {cfg['seeds']}; "
-        f"{cfg['eval_episodes']} evaluation episodes per (arm, seed, task) on seeds {cfg['eval_seed_start']}… "
+        f"{cfg.get('headline_eval_episodes') or cfg['eval_episodes']} evaluation episodes per (arm, seed, task) on "
+        f"seeds {cfg['eval_seed_start']}… "
         f"(identical for every arm).",
         "",
         "## Success rate (%) at the end of fine-tuning",
@@ -240,7 +254,7 @@ def write_report(results: dict, run_dir: Path) -> dict[str, Path]:
         lines += [f"![{name}]({path.name})", ""]
     if len(cfg["n_target_demos"]) > 1:
         lines += ["## By number of target demos", ""]
-        for n in cfg["n_target_demos"][1:]:
+        for n in (n for n in cfg["n_target_demos"] if n != n_main):
             lines += [f"### {n} demos per task", "", summary_table(results, n, final), ""]
     if cfg.get("finetune_epochs") is not None:
         steps_by_n = {s["n_demos"]: s["trained_steps"] for s in results["summary"] if s["task"] == "all"
@@ -252,7 +266,9 @@ def write_report(results: dict, run_dir: Path) -> dict[str, Path]:
         lines += ["## Sanity check: the pretrained policy on its source robots", "", "| robot | task | success % | Wilson 95 % |",
                   "|---|---|---|---|"]
         lines += [f"| {e['robot']} | {e['task']} | {_pct(e['success_rate'])} | {_ci(e['wilson95'])} |" for e in src_rows]
-        lines.append("")
+        base = float(np.mean([e["success_rate"] for e in src_rows]))
+        lines += ["", f"Mean over the source robots × tasks: **{_pct(base)} %**; the base-quality gate of the evidence "
+                  f"protocol (>= {_pct(BASE_GATE)} %) {'passes' if base >= BASE_GATE else 'fails'}.", ""]
     if results.get("demos"):
         lines += ["## Expert demonstrations", "", "| robot | task | kept | expert success while collecting |", "|---|---|---|---|"]
         lines += [f"| {d['robot']} | {d['task']} | {d['n']} | {_pct(d['expert_success_rate'])} % of {d['seeds_tried']} seeds |"

@@ -2,13 +2,14 @@
 
     python -m ate.bench.sweep runs/sweep-metaworld --out benchmarks/results/metaworld/sweep
 
-Each variant folder holds a finished run (`results.json`). The table gives, per variant: its guidance
-options, SFT and ATE success (all target tasks, final step, first n_demos), the paired ATE − SFT
+Each variant folder holds a finished run (`results.json`). The table gives, per variant, guided arm it ran
+(`ate`, `ate_paper`, `ate_unaligned`) and number of target demos: its guidance options, SFT and guided
+success (all target tasks, final step), the paired guided − SFT
 difference with its hierarchical-bootstrap 95 % CI (from the run's own `comparisons`), and how strong
-the guidance actually was during training: means over the ATE arm's logged steps of the per-sample
-‖g‖ (`guidance_norm`, before c(t) and λ), c(t) (`coef_mean`), the fraction of elements clamped at κ
-and the plain denoising loss, so a variant that "did nothing" can be told apart from one that acted
-and hurt. Writes sweep.json, sweep.md and sweep.png (ATE − SFT with CIs per variant).
+the guidance actually was during training: means over the arm's logged steps of the per-sample
+‖g‖ (`guidance_norm`, before c(t) and λ), c(t) (`coef_mean`), the fraction of elements clamped at κ,
+the shift relative to the policy's own residual (`rel_strength`) and the plain denoising loss, so a variant that "did nothing" can be told apart from one that acted
+and hurt. Writes sweep.json, sweep.md and sweep.png (guided − SFT with CIs per row).
 """
 
 from __future__ import annotations
@@ -19,22 +20,38 @@ from pathlib import Path
 
 import numpy as np
 
-GUIDANCE_KEYS = ("reduction", "sign", "scale", "clamp", "encoder_mode", "kl_direction", "prior_mode")
+GUIDANCE_KEYS = ("reduction", "sign", "scale", "clamp", "encoder_mode", "strength", "noise_min", "noise_max",
+                 "latent_target", "kl_direction", "prior_mode")
+GUIDED = ("ate", "ate_paper", "ate_unaligned")
+_DIAG_KEYS = ("guidance_norm", "coef_mean", "frac_clamped", "rel_strength", "plain_loss")
 
 
-def _ate_diagnostics(run_dir: Path) -> dict:
-    """Mean guidance norm / plain loss over every logged step of every ATE training seed."""
-    keys = ("guidance_norm", "coef_mean", "frac_clamped", "plain_loss")
+def _ate_diagnostics(run_dir: Path, arm: str = "ate", n_demos: int | None = None) -> dict:
+    """Mean guidance diagnostics over every logged step of every training seed of one guided arm."""
+    pattern = f"{arm}-n{n_demos}-seed*" if n_demos is not None else f"{arm}-*"
     recs = []
-    for f in sorted((run_dir / "train").glob("ate-*/metrics.jsonl")):
+    for f in sorted((run_dir / "train").glob(f"{pattern}/metrics.jsonl")):
         recs += [r for r in map(json.loads, f.read_text().splitlines()) if "guidance_norm" in r]
     if not recs:
-        return dict.fromkeys(keys)
-    return {k: float(np.nanmean([r.get(k, np.nan) for r in recs])) for k in keys}
+        return dict.fromkeys(_DIAG_KEYS)
+    return {k: float(np.nanmean([r.get(k, np.nan) for r in recs])) for k in _DIAG_KEYS}
+
+
+def _guidance_of(cfg: dict, arm: str) -> dict:
+    from ate.bench.pipeline import PAPER_GUIDANCE
+
+    g = {k: cfg.get(k) for k in GUIDANCE_KEYS}
+    if arm == "ate_paper":
+        g.update(PAPER_GUIDANCE)
+    return g
 
 
 def collect(sweep_dir: str | Path) -> list[dict]:
-    """One row per finished variant folder (folders starting with '_' are shared bases, skipped)."""
+    """One row per (finished variant folder, guided arm it ran, number of target demos).
+
+    Folders starting with '_' are shared bases, skipped. A guided arm counts in a folder only if that
+    folder's own command ran it (``config.arms``), so an arm copied along with a base is not listed twice.
+    """
     rows = []
     for run_dir in sorted(Path(sweep_dir).iterdir()):
         res_file = run_dir / "results.json"
@@ -42,36 +59,49 @@ def collect(sweep_dir: str | Path) -> list[dict]:
             continue
         res = json.loads(res_file.read_text())
         cfg = res["config"]
-        if "ate" not in cfg["arms"]:
-            continue
-        head = res["headline"]
-        rows.append({
-            "variant": run_dir.name,
-            "guidance": {k: cfg[k] for k in GUIDANCE_KEYS},
-            "n_demos": head["n_demos"],
-            "sft": head["sft"]["success_rate"],
-            "ate": head["ate"]["success_rate"],
-            "diff": head["ate_minus_sft"]["diff"],
-            "ci95": head["ate_minus_sft"]["ci95"],
-            "episodes_per_arm": sum(s["episodes"] for s in res["summary"]
-                                    if s["arm"] == "ate" and s["task"] == "all" and s["step"] == head["step"]
-                                    and s["n_demos"] == head["n_demos"]),
-            "eval_seed_start": cfg["eval_seed_start"],
-            **_ate_diagnostics(run_dir),
-            "command": res.get("command"),
-        })
+        final = max(s["step"] for s in res["summary"])
+        success = {(s["arm"], s["n_demos"]): s for s in res["summary"] if s["task"] == "all" and s["step"] == final}
+        for arm in (a for a in GUIDED if a in cfg["arms"]):
+            for n in cfg["n_target_demos"]:
+                comp = next((c for c in res["comparisons"] if c["a"] == arm and c["b"] == "sft" and c["task"] == "all"
+                             and c["n_demos"] == n and c["step"] == final), None)
+                if comp is None or (arm, n) not in success:
+                    continue
+                rows.append({
+                    "variant": run_dir.name if arm == "ate" else f"{run_dir.name}:{arm}",
+                    "arm": arm, "policy": cfg.get("policy"), "suite": cfg.get("suite"),
+                    "guidance": _guidance_of(cfg, arm),
+                    "n_demos": n,
+                    "sft": success[("sft", n)]["success_rate"],
+                    "ate": success[(arm, n)]["success_rate"],
+                    "diff": comp["diff"],
+                    "ci95": comp["ci95"],
+                    "episodes_per_arm": success[(arm, n)]["episodes"],
+                    "seeds": success[(arm, n)]["seeds"],
+                    "eval_seed_start": cfg["eval_seed_start"],
+                    **_ate_diagnostics(run_dir, arm, n),
+                    "command": res.get("command"),
+                })
     return rows
 
 
+def _guidance_label(g: dict) -> str:
+    """The options that differ from the paper's guidance, or 'paper'."""
+    from ate.bench.pipeline import PAPER_GUIDANCE
+
+    diff = [f"{k}={g[k]:g}" if isinstance(g[k], float) else f"{k}={g[k]}" for k in PAPER_GUIDANCE if g.get(k) != PAPER_GUIDANCE[k]]
+    diff += [f"{k}={g[k]}" for k in ("kl_direction", "prior_mode") if g.get(k) not in (None, "paper", "aggregate")]
+    return ", ".join(diff) or "paper"
+
+
 def to_markdown(rows: list[dict]) -> str:
-    lines = ["| variant | reduction | sign | λ | KL | prior | SFT | ATE | ATE − SFT [95 % CI] | ‖g‖ | mean c(t) | clamped | plain loss |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | guidance (differences from the paper's) | demos | SFT | ATE | ATE − SFT [95 % CI] | ‖g‖ | "
+             "mean c(t) | clamped | rel. strength | plain loss |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        diag = " | ".join("—" if r[k] is None else f"{r[k]:.3g}" for k in ("guidance_norm", "coef_mean", "frac_clamped",
-                                                                         "plain_loss"))
+        diag = " | ".join("—" if r.get(k) is None else f"{r[k]:.3g}" for k in _DIAG_KEYS)
         lines.append(
-            f"| {r['variant']} | {r['guidance']['reduction']} | {r['guidance']['sign']} | {r['guidance']['scale']:g} | "
-            f"{r['guidance']['kl_direction']} | {r['guidance']['prior_mode']} | {100 * r['sft']:.1f} | "
+            f"| {r['variant']} | {_guidance_label(r['guidance'])} | {r['n_demos']} | {100 * r['sft']:.1f} | "
             f"{100 * r['ate']:.1f} | {100 * r['diff']:+.1f} [{100 * r['ci95'][0]:+.1f}, {100 * r['ci95'][1]:+.1f}] | "
             f"{diag} |")
     return "\n".join(lines) + "\n"
@@ -90,7 +120,7 @@ def plot(rows: list[dict], path: Path, title: str) -> Path:
     ax.errorbar(d, y, xerr=[d - lo, hi - d], fmt="none", ecolor="black", capsize=3, lw=1)
     ax.scatter(d, y, c=colors, zorder=3)
     ax.axvline(0, color="black", lw=0.8, ls="--")
-    ax.set_yticks(y, [r["variant"] for r in rows])
+    ax.set_yticks(y, [f"{r['variant']} ({r['n_demos']} demos)" for r in rows])
     ax.set_xlabel("ATE − SFT success (points, paired 95 % CI)")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()

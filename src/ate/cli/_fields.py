@@ -187,6 +187,11 @@ def _bench() -> dict[str, Field]:
         "arms": Field("sft = plain fine-tuning; ate = with the configured latent guidance; ate_paper = with the "
                       "paper's guidance exactly; ate_unaligned = configured guidance, target-only VAE (no KL / MMD); "
                       "lora = peft LoRA fine-tuning; scratch = target demos only", choices=ARMS),
+        "headline_demos": Field("the headline number of target demos per task ('none' = the first of "
+                                "--n-target-demos)", number(int, lo=1, none=True)),
+        "headline_arms": Field("extra arms trained and evaluated only at the headline number of demos", choices=ARMS),
+        "headline_eval_episodes": Field("evaluation episodes per (arm, seed, task) at the headline number of demos "
+                                        "('none' = --eval-episodes)", number(int, lo=1, none=True)),
         "eval_episodes": Field("evaluation episodes per (arm, seed, task, checkpoint)", INT_GE1),
         "eval_seed_start": Field("first evaluation seed (the same seeds for every arm)", int),
         "eval_every": Field("also evaluate fine-tuning checkpoints every this many steps (0 = final only)", INT_GE0),
