@@ -25,10 +25,11 @@ on that device. Batch indices, reparameterisation noise, MMD targets and the gmm
 draws are drawn on the CPU from seeded generators and moved, so the random draws do not depend on the
 device; validation draws from its own fixed generator, so --eval-every never changes training.
 
-Learning rate: ``lr_schedule="cosine"`` (default) warms up over ``warmup_steps`` and decays per step to
-``min_lr`` at ``lr_decay_steps`` (default ``steps``), whatever the dataset size; ``"epoch_decay"`` is the reference trainer's ×``lr_decay``
-per epoch, which on a few target demos (a handful of steps per epoch) collapses the LR within a few hundred
-steps.
+Learning rate: ``lr_schedule="cosine"`` (default; :func:`ate.training.cosine_lr_factor`, the policy
+trainer's schedule too) warms up over ``warmup_steps`` and decays per step to ``min_lr`` at
+``lr_decay_steps`` (default ``steps``), whatever the dataset size; ``"epoch_decay"`` is the reference
+trainer's ×``lr_decay`` per epoch, which on a few target demos (a handful of steps per epoch) collapses the
+LR within a few hundred steps.
 
 Scale-out: launched under ``torchrun --nproc_per_node N`` (gloo on CPU, nccl on GPU) every rank draws the
 *global* batch's indices and noise (the gmm KL draws too) and keeps its slice; the MMD is computed on
