@@ -8,7 +8,7 @@ but some gradients are analytically zero (e.g. attention key biases; softmax ign
 ±lr update, and the differences then grow chaotically (measured: after 10 steps ~40 % of weights differ by
 > 1e-5 with correct gradients). So the exact-equivalence test swaps AdamW for plain SGD (weights are then
 a smooth function of the gradients) and runs the real CLI under torchrun, for stage 1 and for stage 2 (KL
-and MMD to the stage-1 prior); a second test runs the
+and MMD to the stage-1 prior, aggregate and gmm); a second test runs the
 unmodified `torchrun -m ate align stage1` and checks what is exact there (the global MMD at step 1,
 rank-0-only outputs) plus Adam's per-step bound."""
 
@@ -63,15 +63,28 @@ def stage1_model(src, tmp_path_factory):
                                               progress=False))
 
 
-@pytest.mark.parametrize("stage", [1, 2])
-def test_two_ranks_match_one_process_sgd(src, stage1_model, tmp_path, stage):
+@pytest.fixture(scope="module")
+def stage1_gmm(src, tmp_path_factory):
+    out = tmp_path_factory.mktemp("s1gmm") / "s1"
+    return train_stage1(src, out, AlignConfig(steps=4, preset="small", latent_dim=16, horizon=8, batch_size=8,
+                                              prior_mode="gmm", gmm_components=2, progress=False))
+
+
+# "2gmm": a mixture prior, whose KL is a Monte-Carlo estimate with its own per-step prior draws
+@pytest.mark.parametrize("stage", [1, 2, "2gmm"])
+def test_two_ranks_match_one_process_sgd(src, stage1_model, stage1_gmm, tmp_path, stage):
     script = tmp_path / "sgd_main.py"
     script.write_text(SGD_MAIN)
     if stage == 1:
         common = ["align", "stage1", "--data", src, "--steps", 10, "--lr", "0.05", *ARGS]
     else:  # stage 2: KL + MMD to the stage-1 prior on target data of another dimension
         tgt = write_toy_npz(tmp_path / "tgt.npz", 10, 40, 3, seed=1, domain="target")
-        common = ["align", "stage2", "--data", tgt, "--source", stage1_model, "--steps", 10, "--lr", "0.05", *ARGS]
+        source = stage1_gmm if stage == "2gmm" else stage1_model
+        common = ["align", "stage2", "--data", tgt, "--source", source, "--steps", 10, "--lr", "0.05", *ARGS]
+        if stage == "2gmm":
+            # at the default w_kl 7.5e-5 a wrong KL draw moves the weights by ~lr·w_kl·|∇KL| per step, below
+            # atol (measured 2e-6 with each rank drawing its own noise); at w_kl 1 it moved them by 1.4e-2
+            common += ["--w-kl", 1]
     _run([sys.executable, script, *map(str, common), "--out", tmp_path / "one"])
     _run(_torchrun(script, *common, "--out", tmp_path / "two"))
     a, b = load_tensors(tmp_path / "one" / "last" / "model.safetensors"), load_tensors(tmp_path / "two" / "last" / "model.safetensors")
@@ -81,7 +94,7 @@ def test_two_ranks_match_one_process_sgd(src, stage1_model, tmp_path, stage):
     # summed over n ≤ 1e3 terms (batch 8 × chunk 8 × width) is off by ≤ n·u ≈ 6e-5 of the summed magnitude,
     # so lr·Σ|δg| ≤ 6e-5 × (total movement ≈ 0.05) ≈ 3e-6; ten roundings of |w| ≤ 2.6 add ≤ 10 ulp ≈ 2.4e-6.
     # atol 1e-5 is ~2x that worst case (measured: 1.2e-7, one ulp); a wrong slice, noise or reduction moves
-    # the weights by O(lr·|g|) ≈ 5e-3 per step.
+    # the weights by O(lr·|g|) ≈ 5e-3 per step. (2gmm, w_kl 1: movement ≈ 0.063, bound 3.8e-6 + 2.4e-6.)
     for k in a:
         torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=0, msg=lambda m, k=k: f"{k}: {m}")
     # the comparison is not vacuous: training moved the weights by far more than the tolerance

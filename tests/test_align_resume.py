@@ -42,8 +42,9 @@ def _rows(run):
     return [{k: v for k, v in r.items() if k != "samples_per_s"} for r in rows]  # wall-clock varies
 
 
-@pytest.mark.parametrize("stage", [1, 2])
-def test_resume_in_process_matches_uninterrupted(src, tmp_path, stage):
+# gmm: the prior's KL is a Monte-Carlo estimate, so stage 2 draws prior noise every step (not only MMD targets)
+@pytest.mark.parametrize("stage,prior_mode", [(1, "aggregate"), (2, "aggregate"), (2, "gmm")])
+def test_resume_in_process_matches_uninterrupted(src, tmp_path, stage, prior_mode):
     n, k = 20, 10
     # the interrupted run is simulated by a shorter `steps`; the cosine LR horizon is pinned so that both
     # follow the same schedule (a longer `steps` on resume otherwise re-times the remaining decay)
@@ -51,7 +52,7 @@ def test_resume_in_process_matches_uninterrupted(src, tmp_path, stage):
     if stage == 1:
         run = lambda out, steps: train_stage1(src, out, AlignConfig(steps=steps, **opts))  # noqa: E731
     else:
-        m1 = train_stage1(src, tmp_path / "s1", AlignConfig(steps=4, **OPTS))
+        m1 = train_stage1(src, tmp_path / "s1", AlignConfig(steps=4, prior_mode=prior_mode, gmm_components=2, **OPTS))
         tgt = write_toy_npz(tmp_path / "tgt.npz", 10, 40, 3, seed=1, domain="target")
         run = lambda out, steps: train_stage2(tgt, out, m1, AlignConfig(steps=steps, **opts))  # noqa: E731
     run(tmp_path / "full", n)
@@ -67,6 +68,20 @@ def test_resume_in_process_matches_uninterrupted(src, tmp_path, stage):
     assert [r for r in resumed if r["step"] > k] == [r for r in full if r["step"] > k]
     # a finished run re-run with the same command is a no-op on the weights
     run(tmp_path / "resumed", n)
+    _assert_same_weights(tmp_path / "full" / "last" / "model.safetensors", tmp_path / "resumed" / "last" / "model.safetensors")
+
+
+@pytest.mark.parametrize("prior_mode", ["aggregate", "gmm"])
+def test_resume_with_other_eval_cadence_matches_uninterrupted(src, tmp_path, prior_mode):
+    # eval_every may change on resume, so validation must not touch any random state that training uses
+    # (a gmm prior's Monte-Carlo KL draws prior noise in validation as well as in training)
+    m1 = train_stage1(src, tmp_path / "s1", AlignConfig(steps=4, prior_mode=prior_mode, gmm_components=2, **OPTS))
+    tgt = write_toy_npz(tmp_path / "tgt.npz", 10, 40, 3, seed=1, domain="target")
+    run = lambda out, steps, every: train_stage2(tgt, out, m1, AlignConfig(  # noqa: E731
+        steps=steps, **{**OPTS, "lr_decay_steps": 20, "eval_every": every}))
+    run(tmp_path / "full", 20, 5)
+    run(tmp_path / "resumed", 10, 5)
+    run(tmp_path / "resumed", 20, 3)
     _assert_same_weights(tmp_path / "full" / "last" / "model.safetensors", tmp_path / "resumed" / "last" / "model.safetensors")
 
 

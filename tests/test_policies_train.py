@@ -17,6 +17,7 @@ from ate.data import load_episodes  # noqa: E402
 from ate.errors import ShapeMismatchError  # noqa: E402
 from ate.policies import load_policy  # noqa: E402
 from ate.policies.train import finetune, pretrain  # noqa: E402
+from ate.training import cosine_lr_factor  # noqa: E402
 
 TINY = {
     "dp": {"down_dims": (32, 64), "cond_dim": 32},
@@ -96,7 +97,7 @@ def _shifted(norm):
 
 def test_resume_equals_uninterrupted(demos, tmp_path):
     cfg = {"horizon": H, "state_dim": 8, **TINY["pi0"]}
-    kw = dict(policy="pi0", policy_config=cfg, steps=12, save_every=6, **FAST)
+    kw = dict(policy="pi0", policy_config=cfg, steps=12, save_every=6, **{**FAST, "log_every": 1})
     full = pretrain(demos["src"], tmp_path / "full", **kw)
     pretrain(demos["src"], tmp_path / "cut", **kw)
     ck = tmp_path / "cut" / "checkpoints"
@@ -108,6 +109,12 @@ def test_resume_equals_uninterrupted(demos, tmp_path):
     resumed = pretrain(demos["src"], tmp_path / "cut", resume=True, **kw)
     a, b = full.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the LR is a pure function of the step: row s logs the LR step s used (warm-up, cosine to 0 at `steps`),
+    # and the resumed steps 7..12 (appended after the first run's rows) repeat the uninterrupted ones
+    rows = lambda run: [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    lr_full = [r["lr"] for r in rows(tmp_path / "full")]
+    assert lr_full == [FAST["lr"] * cosine_lr_factor(s, 12, FAST["warmup_steps"]) for s in range(12)]
+    assert [r["lr"] for r in rows(tmp_path / "cut")[-6:]] == lr_full[6:]
 
 
 def test_cli_pretrain_two_robots_predict_normalizer(demos, tmp_path):

@@ -1,4 +1,4 @@
-"""ate.training: the device rule and the per-step LR factor both trainers use; CUDA-only checks (skipped
+"""ate.training: the device rule and the per-step LR schedule both trainers use; CUDA-only checks (skipped
 without a GPU; `scripts/gpu_check.sh` runs them on one)."""
 
 from __future__ import annotations
@@ -25,11 +25,33 @@ def test_resolve_device():
 
 
 def test_cosine_lr_factor_warms_up_then_decays_to_the_floor():
-    assert [cosine_lr_factor(s, 10, warmup=4) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
-    assert cosine_lr_factor(4, 10, warmup=4) == 1.0
+    assert [cosine_lr_factor(s, 10, warmup=4) for s in range(5)] == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert cosine_lr_factor(7, 10, warmup=4) == pytest.approx(0.5)  # half way through the decay: cos(π/2) = 0
     assert cosine_lr_factor(10, 10, floor=0.01) == pytest.approx(0.01) and cosine_lr_factor(50, 10) == 0.0
     assert all(math.isfinite(cosine_lr_factor(s, 1)) for s in range(3))  # one-step runs
+
+
+@pytest.mark.parametrize("warmup,total", [(100, 2000), (5, 12), (2, 6), (0, 10), (1, 1), (3, 3)])
+def test_cosine_lr_factor_is_the_policy_trainers_former_diffusers_schedule(warmup, total):
+    """The policy trainer used diffusers' get_cosine_schedule_with_warmup (a LambdaLR stepped after each
+    optimiser step); the shared factor gives the LR of every step bit for bit ((100, 2000): TrainConfig's
+    defaults; (5, 12), (2, 6): the tests' settings; the last two: degenerate warm-ups)."""
+    lr = 1e-4
+    try:
+        from diffusers.optimization import get_cosine_schedule_with_warmup
+    except ImportError:  # its closed form: s/W during the warm-up, then ½(1 + cos(π(s − W)/(T − W)))
+        before = [lr * (s / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(total - warmup, 1))))
+                  for s in range(total)]
+    else:
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+        sched = get_cosine_schedule_with_warmup(opt, warmup, total)
+        before = []
+        for _ in range(total):  # the LR each optimiser step used, as the loop stepped it
+            before.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+    # the same float operations in the same order (π·½·2 = π exactly), so equality, not closeness
+    assert [lr * cosine_lr_factor(s, total, warmup) for s in range(total)] == before
 
 
 def test_stage2_lr_no_longer_collapses_on_a_few_demos(tmp_path):

@@ -71,12 +71,26 @@ class PriorSummary:
         eps = torch.randn(n, self.latent_dim, generator=generator)
         return (m[idx] + s[idx] * eps).to(device)
 
+    def kl_draws(self, n: int, direction: str = "paper", generator: torch.Generator | None = None,
+                 num_samples: int = 1) -> torch.Tensor | None:
+        """The random draws :meth:`kl` needs for a batch of ``n`` rows, (S, n, Z) on the CPU; None when the KL
+        has a closed form (every kind but gmm). paper: standard-normal ε for z = μ + σ·ε; reference: samples of
+        this prior. Column i belongs to row i, so a process holding rows [a, b) of a global batch draws for
+        the global batch and passes ``draws[:, a:b]`` (the draws then do not depend on how rows are split)."""
+        if self.kind != "gmm":
+            return None
+        if direction == "paper":
+            return torch.randn((num_samples, n, self.latent_dim), generator=generator)
+        return self.sample(num_samples * n, generator).view(num_samples, n, self.latent_dim)
+
     def kl(self, mu: torch.Tensor, logvar: torch.Tensor, direction: str = "paper",
-           generator: torch.Generator | None = None, num_samples: int = 1) -> torch.Tensor:
+           generator: torch.Generator | None = None, num_samples: int = 1,
+           draws: torch.Tensor | None = None) -> torch.Tensor:
         """KL between q(z|a) = N(μ, σ²) (batch (B, Z)) and this prior, averaged over batch and latent dims.
 
         direction="paper": KL(q ‖ p), reverse / mode-seeking (default).
         direction="reference": KL(p ‖ q), what the public code computes (arguments swapped).
+        draws: the gmm Monte-Carlo draws, (S, B, Z) from :meth:`kl_draws`; None: drawn here from ``generator``.
         """
         if mu.shape[-1] != self.latent_dim:
             raise ShapeMismatchError(f"prior has Z={self.latent_dim}, encoder outputs Z={mu.shape[-1]}")
@@ -87,15 +101,19 @@ class PriorSummary:
             if direction == "paper":
                 return kl_diag_gaussians(mu, logvar, m, logv).mean()
             return kl_diag_gaussians(m.expand_as(mu), logv.expand_as(mu), mu, logvar).mean()
+        if draws is None:
+            draws = self.kl_draws(mu.shape[0], direction, generator, num_samples)
+        if draws.shape[1:] != mu.shape:
+            raise ShapeMismatchError(f"KL draws {tuple(draws.shape)} do not fit a batch {tuple(mu.shape)}")
+        draws, num_samples = draws.to(mu), draws.shape[0]
         # Monte-Carlo for the mixture; divided by Z to keep the per-dimension scale of the closed forms.
         std = torch.exp(0.5 * logvar)
         q = torch.distributions.Normal(mu.unsqueeze(0), std.unsqueeze(0))  # (1, B, Z)
         if direction == "paper":
-            eps = torch.randn((num_samples, *mu.shape), generator=generator).to(mu)
-            z = mu + std * eps  # (S, B, Z), reparameterised
+            z = mu + std * draws  # (S, B, Z), reparameterised
             diff = q.log_prob(z).sum(-1) - self.log_prob(z.reshape(-1, z.shape[-1])).view(num_samples, -1)
         else:
-            z = self.sample(num_samples * mu.shape[0], generator).to(mu).view(num_samples, *mu.shape)
+            z = draws
             diff = self.log_prob(z.reshape(-1, z.shape[-1])).view(num_samples, -1) - q.log_prob(z).sum(-1)
         return diff.mean() / self.latent_dim
 

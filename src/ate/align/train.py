@@ -21,17 +21,19 @@ noise draws and LR schedule are functions of (seed, step) plus saved generator s
 run ends with exactly the weights of an uninterrupted one.
 
 Device: ``device="auto"`` trains on this process's GPU when torch sees one, else on the CPU; bf16 autocast runs
-on that device. Batch indices, reparameterisation noise and MMD targets are drawn on the CPU from seeded
-generators and moved, so the random draws do not depend on the device.
+on that device. Batch indices, reparameterisation noise, MMD targets and the gmm prior's Monte-Carlo KL
+draws are drawn on the CPU from seeded generators and moved, so the random draws do not depend on the
+device; validation draws from its own fixed generator, so --eval-every never changes training.
 
-Learning rate: ``lr_schedule="cosine"`` (default) warms up over ``warmup_steps`` and decays per step to
-``min_lr`` at ``lr_decay_steps`` (default ``steps``), whatever the dataset size; ``"epoch_decay"`` is the reference trainer's ×``lr_decay``
-per epoch, which on a few target demos (a handful of steps per epoch) collapses the LR within a few hundred
-steps.
+Learning rate: ``lr_schedule="cosine"`` (default; :func:`ate.training.cosine_lr_factor`, the policy
+trainer's schedule too) warms up over ``warmup_steps`` and decays per step to ``min_lr`` at
+``lr_decay_steps`` (default ``steps``), whatever the dataset size; ``"epoch_decay"`` is the reference
+trainer's ×``lr_decay`` per epoch, which on a few target demos (a handful of steps per epoch) collapses the
+LR within a few hundred steps.
 
 Scale-out: launched under ``torchrun --nproc_per_node N`` (gloo on CPU, nccl on GPU) every rank draws the
-*global* batch's indices and noise and keeps its slice; the MMD is computed on latents gathered from all
-ranks (autograd-aware all_gather), so N processes with batch B/N reproduce one process with batch B.
+*global* batch's indices and noise (the gmm KL draws too) and keeps its slice; the MMD is computed on
+latents gathered from all ranks (autograd-aware all_gather), so N processes with batch B/N reproduce one process with batch B.
 The reconstruction term, a mean over unpadded steps, is re-weighted by each rank's share of the global
 count of unpadded steps, so DDP's gradient average equals the single-process mean. Logged terms are rank
 0's (recon, kl: its slice; mmd: the global batch).
@@ -277,9 +279,11 @@ def _log_line(row: dict) -> str:
     return text
 
 
-def _loss_terms(vae, a, is_pad, cfg: AlignConfig, prior: PriorSummary | None, noise, target_samples, world):
+def _loss_terms(vae, a, is_pad, cfg: AlignConfig, prior: PriorSummary | None, noise, target_samples, world, *,
+                kl_draws):
     """Loss of one (local) batch. noise: reparameterisation noise for this rank's slice; target_samples:
-    the global batch of MMD target samples (identical on every rank)."""
+    the global batch of MMD target samples (identical on every rank); kl_draws: this rank's slice of the
+    prior KL's Monte-Carlo draws (`_kl_draws`; None for a closed-form KL)."""
     with torch.autocast(a.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
         recon, z, mu, logvar = vae(a, noise=noise)
     recon, z, mu, logvar = recon.float(), z.float(), mu.float(), logvar.float()
@@ -294,7 +298,7 @@ def _loss_terms(vae, a, is_pad, cfg: AlignConfig, prior: PriorSummary | None, no
     if prior is None:
         kl = kl_to_standard_normal(mu, logvar)
     else:
-        kl = prior.kl(mu, logvar, cfg.kl_direction, generator=None)
+        kl = prior.kl(mu, logvar, cfg.kl_direction, draws=kl_draws)
     m = mmd(_gather(z, world), target_samples, cfg.sigma2_z, cfg.mmd_distance)
     return rec + cfg.w_kl * kl + cfg.w_mmd * m, {"recon": rec.item(), "kl": kl.item(), "mmd": m.item()}
 
@@ -315,7 +319,8 @@ def _validate(vae, val, cfg: AlignConfig, prior: PriorSummary | None, device: to
         b = _batch(val, idx, device)
         noise = torch.randn(len(idx), vae.latent_dim, generator=g).to(device)
         tgt = _mmd_targets(len(idx), vae.latent_dim, cfg, prior, g).to(device)
-        loss, terms = _loss_terms(vae, b["action"], b.get("is_pad"), cfg, prior, noise, tgt, 1)
+        loss, terms = _loss_terms(vae, b["action"], b.get("is_pad"), cfg, prior, noise, tgt, 1,
+                                  kl_draws=_kl_draws(len(idx), cfg, prior, g))
         for k, v in terms.items():
             sums[k] += v * len(idx)
         sums["loss"] += loss.item() * len(idx)
@@ -337,6 +342,12 @@ def _mmd_targets(n: int, z_dim: int, cfg: AlignConfig, prior: PriorSummary | Non
     if prior is not None and cfg.mmd_target == "prior":
         return prior.sample(n, generator=g)
     return torch.randn(n, z_dim, generator=g)
+
+
+def _kl_draws(n: int, cfg: AlignConfig, prior: PriorSummary | None, g: torch.Generator):
+    """The Monte-Carlo draws of the prior KL for n rows (gmm only; nothing is drawn for a closed form, so
+    the other priors' random streams are untouched)."""
+    return None if prior is None else prior.kl_draws(n, cfg.kl_direction, g)
 
 
 def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | None, normalizer,
@@ -438,9 +449,13 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
         noise = torch.randn(cfg.batch_size, vae_cfg.latent_dim, generator=g_noise)[rank * local_bs:(rank + 1) * local_bs]
         noise = noise.to(device)
         targets = _mmd_targets(cfg.batch_size, vae_cfg.latent_dim, cfg, prior, g_noise).to(device)
+        # drawn for the global batch from g_noise (saved with the checkpoint), this rank keeps its columns
+        kl_draws = _kl_draws(cfg.batch_size, cfg, prior, g_noise)
+        kl_draws = None if kl_draws is None else kl_draws[:, rank * local_bs:(rank + 1) * local_bs]
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
-        loss, terms = _loss_terms(model, b["action"], b.get("is_pad"), cfg, prior, noise, targets, world)
+        loss, terms = _loss_terms(model, b["action"], b.get("is_pad"), cfg, prior, noise, targets, world,
+                                  kl_draws=kl_draws)
         if not torch.isfinite(loss):
             raise DataError(f"non-finite loss at step {step} (terms {terms}); check the data for outliers")
         opt.zero_grad(set_to_none=True)

@@ -123,7 +123,7 @@ def bench_vae_throughput(preset: str = "small", action_dim: int = 14, horizon: i
     for i in range(total):
         a = data[(i % 4) * batch_size:(i % 4 + 1) * batch_size]
         t0 = time.perf_counter()
-        loss, _ = _loss_terms(vae, a, None, cfg, None, noises[i], targets[i], 1)
+        loss, _ = _loss_terms(vae, a, None, cfg, None, noises[i], targets[i], 1, kl_draws=None)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if i == 0:

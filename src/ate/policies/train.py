@@ -178,12 +178,6 @@ def _load_normalizer(path: str | Path):
 # ---------------------------------------------------------------------------- loop
 
 
-def _lr_scheduler(optimizer, cfg: TrainConfig):
-    from diffusers.optimization import get_cosine_schedule_with_warmup
-
-    return get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
-
-
 def _export(policy):
     """The policy as it is saved for use: LoRA adapters (if any) merged into plain layers."""
     from ate.policies.lora import merge_lora
@@ -191,7 +185,7 @@ def _export(policy):
     return merge_lora(policy) if any("lora_" in n for n, _ in policy.named_parameters()) else copy.deepcopy(policy)
 
 
-def _save_checkpoint(out: Path, step: int, policy, ema: EMA, optimizer, scheduler, gens: dict, extra: dict) -> None:
+def _save_checkpoint(out: Path, step: int, policy, ema: EMA, optimizer, gens: dict, extra: dict) -> None:
     from ate.checkpoint import atomic_directory, save_tensors, save_training_state
 
     ckpts = out / "checkpoints"
@@ -200,7 +194,7 @@ def _save_checkpoint(out: Path, step: int, policy, ema: EMA, optimizer, schedule
         ema_policy = copy.deepcopy(policy)
         ema.copy_to(ema_policy)
         _export(ema_policy).save_pretrained(tmp / "pretrained_model")
-        state = {"step": step, "lr_scheduler": scheduler.state_dict(), **extra}
+        state = {"step": step, **extra}  # the LR is a function of the step: no scheduler state
         save_training_state(tmp / "training_state", optimizer, gens, state)
         save_tensors(tmp / "training_state" / "model.safetensors", policy.state_dict())
         save_tensors(tmp / "training_state" / "ema.safetensors", ema.shadow)
@@ -211,7 +205,7 @@ def _save_checkpoint(out: Path, step: int, policy, ema: EMA, optimizer, schedule
     os.replace(link, ckpts / "last")  # atomic switch of the pointer
 
 
-def _load_checkpoint(ck: Path, policy, ema: EMA, optimizer, scheduler, gens: dict) -> dict:
+def _load_checkpoint(ck: Path, policy, ema: EMA, optimizer, gens: dict) -> dict:
     from ate.checkpoint import load_tensors, load_training_state
 
     raw = load_tensors(ck / "training_state" / "model.safetensors")
@@ -220,9 +214,7 @@ def _load_checkpoint(ck: Path, policy, ema: EMA, optimizer, scheduler, gens: dic
         raise CheckpointError(f"{ck}: model state does not fit (missing {missing}, unexpected {unexpected})")
     device = next(policy.parameters()).device
     ema.shadow = {k: v.to(device) for k, v in load_tensors(ck / "training_state" / "ema.safetensors").items()}
-    state = load_training_state(ck / "training_state", optimizer, gens)
-    scheduler.load_state_dict(state["lr_scheduler"])
-    return state
+    return load_training_state(ck / "training_state", optimizer, gens)
 
 
 def _to(x: torch.Tensor, device, dtype: torch.dtype) -> torch.Tensor:
@@ -265,7 +257,7 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
 
     from ate.checkpoint import write_json_atomic
     from ate.steer import BatchShard
-    from ate.training import rank_share, resolve_device
+    from ate.training import cosine_lr_factor, rank_share, resolve_device
 
     if cfg.epochs is not None:
         cfg = cfg.resolve_steps(len(dataset))
@@ -291,13 +283,12 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
             (no_decay if p.ndim < 2 or "embedding" in n or n.endswith(".pos") else decay).append(p)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.95, 0.999))
-    scheduler = _lr_scheduler(optimizer, cfg)
     ema = EMA(policy, cfg.ema_decay)
     start = 0
     last = out / "checkpoints" / "last"
     if resume and last.exists():
         _check_resume(out, cfg, run_info or {})
-        start = _load_checkpoint(last.resolve(), policy, ema, optimizer, scheduler, gens)["step"]
+        start = _load_checkpoint(last.resolve(), policy, ema, optimizer, gens)["step"]
         if acc.is_main_process:
             logger.info("resumed from %s at step %d of %d", last.resolve(), start, cfg.steps)
     elif acc.is_main_process:
@@ -336,9 +327,11 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
             n_global = acc.reduce(n_local.clone(), reduction="sum")
             loss = loss * rank_share(n_local, n_global, world).to(loss.dtype)
         acc.backward(loss)
+        lr = cfg.lr * cosine_lr_factor(step, cfg.steps, cfg.warmup_steps)  # warm-up, then cosine to 0 at `steps`
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.tensor(0.0)
         optimizer.step()
-        scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         ema.update(ema_device_sync, step)
         diag["grad_norm"] = float(grad_norm)
@@ -348,7 +341,7 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
         done = step + 1
         if acc.is_main_process and (done % cfg.log_every == 0 or done == cfg.steps):
             now = time.perf_counter()
-            rec = {"step": done, "lr": scheduler.get_last_lr()[0], "step_s": (now - t_log) / n_acc,
+            rec = {"step": done, "lr": lr, "step_s": (now - t_log) / n_acc,
                    **{k: v / n_acc for k, v in acc_diag.items()}}
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
@@ -358,7 +351,7 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
                             cfg.steps, rec["loss"], rec["lr"], cfg.batch_size / max(rec["step_s"], 1e-9))
             acc_diag, n_acc, t_log = {}, 0, now
         if acc.is_main_process and ((cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps):
-            _save_checkpoint(out, done, ema_device_sync, ema, optimizer, scheduler, gens, {"world_size": world})
+            _save_checkpoint(out, done, ema_device_sync, ema, optimizer, gens, {"world_size": world})
     acc.wait_for_everyone()
     final = copy.deepcopy(ema_device_sync)
     ema.copy_to(final)

@@ -2,9 +2,9 @@
 
 - :func:`resolve_device`: the ``--device auto|cpu|cuda`` rule, one place for both trainers.
 - :func:`rank_share`: the weight that turns one rank's masked mean into its part of the global mean.
-- :func:`cosine_lr_factor`: the VAE trainer's per-step warm-up + cosine learning-rate factor, a pure function
-  of the step (so a resumed run needs no scheduler state to continue exactly). The policy trainer keeps
-  diffusers' cosine schedule (saved with its checkpoints), as its published results used.
+- :func:`cosine_lr_factor`: the one learning-rate schedule (linear warm-up, cosine decay), a pure function of
+  the step, so a resumed run needs no scheduler state to continue exactly. It is diffusers'
+  ``get_cosine_schedule_with_warmup`` (what the policy trainer's published results used), plus a floor.
 """
 
 from __future__ import annotations
@@ -31,9 +31,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def cosine_lr_factor(step: int, total: int, warmup: int = 0, floor: float = 0.0) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay from 1 to ``floor`` at ``total`` steps."""
+    """The factor of the peak LR for (0-based) optimiser step ``step``: linear warm-up from 0 over ``warmup``
+    steps (step/warmup, diffusers' convention), then cosine decay from 1 to ``floor`` at ``total`` steps
+    (held there after)."""
     if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
+        return step / warmup
     progress = min(max(step - warmup, 0) / max(total - warmup, 1), 1.0)
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
