@@ -28,12 +28,14 @@ class ConfigFile(typing.NamedTuple):
         accepts any other key there (e.g. the full policy config, written for information).
     check: (the loaded JSON) -> an error message when the file belongs to another command, else None.
     json_text: dests whose option takes JSON text (the object in the file is passed on as text).
+    select: (the loaded JSON) -> the part that holds the config (e.g. results.json's "config").
     """
 
     name: str  # the file inside a run folder
     keys: dict
     check: typing.Callable[[dict], str | None] | None = None
     json_text: frozenset = frozenset()
+    select: typing.Callable[[dict], dict] | None = None
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -88,6 +90,7 @@ class ArgumentParser(argparse.ArgumentParser):
             self.error(f"--config {file}: not valid JSON ({exc})")
         if not isinstance(data, dict):
             self.error(f"--config {file}: expected a JSON object, got {type(data).__name__}")
+        data = spec.select(data) if spec.select else data
         if spec.check and (message := spec.check(data)):
             self.error(f"--config {file}: {message}")
         found: dict[str, tuple[str, typing.Any]] = {}
@@ -174,8 +177,8 @@ def check_config_out(args, dest: str, flag: str, occupied: bool, resumable: bool
     from ate.errors import ConfigError
 
     if dest in getattr(args, "from_config", ()) and occupied and not resumable:
-        raise ConfigError(f"--config: the out dir {getattr(args, dest)} named by the config holds a run with no "
-                          f"checkpoint to resume; give {flag} <new dir>{hint}")
+        raise ConfigError(f"--config: the out dir {getattr(args, dest)} named by the config holds a run that this "
+                          f"would overwrite, not resume; give {flag} <new dir>{hint}")
 
 
 def number(cast, lo=None, hi=None, lo_open: bool = False, hi_open: bool = False, none: bool = False):
