@@ -205,3 +205,9 @@ def test_required_options_may_come_from_the_config_but_not_from_nowhere(tmp_path
     assert line.startswith("ate align stage1: error: the following arguments are required: --out"), line
     np.savez(tmp_path / "d.npz", action=np.zeros((20, 2), np.float32) + np.arange(20)[:, None], episode_ends=[10, 20])
     ok(ate("align", "stage1", "--config", path, "--out", tmp_path / "run", "--steps", 2, *VAE))
+
+
+@pytest.mark.parametrize("command", [["align", "stage2"], ["policy", "pretrain"], ["bench"]])
+def test_help_describes_config(command):
+    out = " ".join(ok(ate(*command, "--help")).split())
+    assert "--config PATH JSON config of an earlier run" in out and "(default: " in out

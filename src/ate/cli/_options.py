@@ -59,14 +59,13 @@ class ArgumentParser(argparse.ArgumentParser):
 
         args = list(sys.argv[1:] if args is None else args)
         # pass 1, every default suppressed: which options the command line gives (and --config's value)
-        saved = [(a, a.default, a.required) for a in self._actions]
+        self._saved = [(a, a.default, a.required) for a in self._actions]
         try:
             for a in self._actions:
                 a.default, a.required = argparse.SUPPRESS, False
             given = vars(super().parse_known_args(args, argparse.Namespace())[0])
         finally:
-            for a, default, required in saved:
-                a.default, a.required = default, required
+            self._restore()
         values = self._read_config(given["config"]) if given.get("config") else {}
         # pass 2: the file's values are the defaults, so an option on the command line wins
         for a in self._actions:
@@ -75,6 +74,15 @@ class ArgumentParser(argparse.ArgumentParser):
         ns, extras = super().parse_known_args(args, namespace)
         ns.from_config = sorted(set(values) - set(given))  # dests whose value came from the file
         return ns, extras
+
+    def _restore(self) -> None:
+        for a, default, required in getattr(self, "_saved", ()):
+            a.default, a.required = default, required
+        self._saved = []
+
+    def format_help(self) -> str:
+        self._restore()  # --help during pass 1 shows the real defaults
+        return super().format_help()
 
     def _read_config(self, text: str) -> dict:
         spec = self.config_file
