@@ -10,7 +10,8 @@ Stage 2 (``train_stage2``): a *fresh* VAE (own D and H allowed, same Z) on the s
 Run directory::
 
     out_dir/
-      run.json          config, data, stage (written at start)
+      run.json          config, data, stage, plus the caller's ``run_info`` (the CLI's options, so
+                        ``ate align ... --config out_dir`` repeats the run); rewritten at every (re)start
       metrics.jsonl     one JSON object per logged step (recon, kl, mmd, lr, samples_per_s, val_*)
       last/             resumable checkpoint (model + training_state/), replaced atomically
       best/             best validation checkpoint (model only)
@@ -351,7 +352,7 @@ def _kl_draws(n: int, cfg: AlignConfig, prior: PriorSummary | None, g: torch.Gen
 
 
 def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | None, normalizer,
-           horizon: int, source_ckpt: str | None) -> Path:
+           horizon: int, source_ckpt: str | None, run_info: dict | None = None) -> Path:
     device = resolve_device(cfg.device)
     rank, world = _dist_info(device)
     main = rank == 0
@@ -375,7 +376,7 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
     steps_per_epoch = max(len(train) // cfg.batch_size, 1)
     meta = {"stage": stage, "source_checkpoint": source_ckpt, "data": str(eps.source),
             "normalizer": normalizer.to_dict(), "chunk": {"horizon": horizon, "pad": cfg.pad},
-            "align_config": cfg.to_dict(), "vae_config": vae_cfg.to_dict()}
+            "align_config": cfg.to_dict(), "vae_config": vae_cfg.to_dict(), **(run_info or {})}
 
     last = out_dir / "last"
     if (last / "training_state" / "state.json").is_file():
@@ -409,7 +410,7 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
                            cfg.steps, old_steps, cfg.steps, old_steps)
         if main:
             logger.info("resumed from %s at step %d of %d", last, step, cfg.steps)
-    elif main:
+    if main:  # on resume too: run.json holds the options of the latest start (e.g. a longer --steps)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out_dir / "run.json", {**meta, "train_chunks": len(train), "val_chunks": len(val) if val else 0,
                                                  "num_episodes": eps.num_episodes})
@@ -510,18 +511,20 @@ def _finish(out_dir: Path, stage: int, prior: PriorSummary | None, cfg: AlignCon
     return out_dir / "model"
 
 
-def train_stage1(data, out_dir, config: AlignConfig | None = None, normalizer=None) -> Path:
-    """Train the pretraining VAE on source data (path or EpisodeSet); returns the exported model dir."""
+def train_stage1(data, out_dir, config: AlignConfig | None = None, normalizer=None, run_info: dict | None = None) -> Path:
+    """Train the pretraining VAE on source data (path or EpisodeSet); returns the exported model dir.
+    `run_info`: extra keys for run.json and the checkpoints' config.json (the CLI records its options)."""
     cfg = config or AlignConfig()
     eps = _load_data(data, "source")
-    _train(1, eps, out_dir, cfg, None, normalizer, cfg.horizon, None)
+    _train(1, eps, out_dir, cfg, None, normalizer, cfg.horizon, None, run_info)
     from ate.data import ChunkDataset, Normalizer
 
     norm = Normalizer.from_dict(read_json(Path(out_dir) / "last" / "config.json")["normalizer"])
     return _finish(Path(out_dir), 1, None, cfg, ChunkDataset(eps, horizon=cfg.horizon, normalizer=norm, pad=cfg.pad))
 
 
-def train_stage2(data, out_dir, source, config: AlignConfig | None = None, normalizer=None) -> Path:
+def train_stage2(data, out_dir, source, config: AlignConfig | None = None, normalizer=None,
+                 run_info: dict | None = None) -> Path:
     """Train the adaptation VAE on target data, aligned to the prior stored with the stage-1 ``source``
     model (a run dir or model dir). The target VAE may have its own D and H (``config.horizon``)."""
     from ate.align.checkpoint import load_aligned_vae
@@ -529,5 +532,5 @@ def train_stage2(data, out_dir, source, config: AlignConfig | None = None, norma
     cfg = config or AlignConfig()
     src = load_aligned_vae(source)
     eps = _load_data(data, "target")
-    _train(2, eps, out_dir, cfg, src.prior, normalizer, cfg.horizon, str(Path(source).resolve()))
+    _train(2, eps, out_dir, cfg, src.prior, normalizer, cfg.horizon, str(Path(source).resolve()), run_info)
     return _finish(Path(out_dir), 2, src.prior, cfg)

@@ -5,10 +5,38 @@ from __future__ import annotations
 import argparse
 
 
+CONFIG_HELP = ("JSON config of an earlier run: its run.json, or the run folder. Its values become the defaults, "
+               "options given here override them. Without --out the run writes into the out dir the config names, "
+               "which is only allowed when that run has a checkpoint to resume (it then continues, e.g. with a larger "
+               "--steps); otherwise give --out <new dir>")
+
+
+def _config_file(stage: int):
+    """run.json (and a checkpoint's config.json, the same keys) -> the options of `ate align stage<stage>`."""
+    import dataclasses
+
+    from ate.align.train import AlignConfig
+    from ate.cli._options import ConfigFile
+
+    def check(d: dict) -> str | None:
+        if "stage" in d and d["stage"] != stage:
+            return f"written by ate align stage{d['stage']}, not stage{stage}"
+        return None
+
+    keys = {"data": "data", "data_format": "format", "data_key": "key", "out": "out", "normalizer_from": "normalizer_from",
+            "source_checkpoint": "source" if stage == 2 else None,
+            "align_config": {f.name: f.name for f in dataclasses.fields(AlignConfig)},
+            # written by the run (what it found and built), not options
+            **dict.fromkeys(("stage", "normalizer", "chunk", "vae_config", "train_chunks", "val_chunks", "num_episodes",
+                             "format", "ate_version", "prior_kind")),
+            }
+    return ConfigFile("run.json", keys, check)
+
+
 def register(sub) -> None:
     from ate.align.train import AlignConfig
     from ate.cli._fields import INT_GE1
-    from ate.cli._options import add_dataclass_options
+    from ate.cli._options import add_config_option, add_dataclass_options
     from ate.data import FORMATS
 
     p = sub.add_parser("align", help="train the stage-1 (source) and stage-2 (target) action VAEs",
@@ -18,6 +46,7 @@ def register(sub) -> None:
     for name, help_ in (("stage1", "VAE on the source (pretraining) data + prior summary"),
                         ("stage2", "VAE on the target data, aligned to a stage-1 prior")):
         s = stages.add_parser(name, help=help_)
+        add_config_option(s, _config_file(int(name[-1])), CONFIG_HELP)
         s.add_argument("--data", required=True, help="dataset path (HDF5 dir/file, zarr, LeRobot root, npz, npy dir)")
         s.add_argument("--format", default="auto", choices=("auto", *FORMATS),
                        help="force a format instead of auto-detection (default: %(default)s)")
@@ -52,17 +81,25 @@ def _normalizer(path):
 
 
 def _run(args) -> int:
+    from pathlib import Path
+
     from ate.align.train import AlignConfig, train_stage1, train_stage2
-    from ate.cli._options import dataclass_from_args
+    from ate.cli._options import check_config_out, dataclass_from_args
     from ate.data import load_episodes
 
+    out_dir = Path(args.out)
+    check_config_out(args, "out", "--out", occupied=(out_dir / "run.json").is_file(),
+                     resumable=(out_dir / "last" / "training_state" / "state.json").is_file())
     cfg = dataclass_from_args(AlignConfig, args)
     eps = load_episodes(args.data, format=args.format, key=args.key)
     norm = _normalizer(args.normalizer_from)
+    # the options beyond AlignConfig, so that run.json is the whole command (ate align ... --config <run>)
+    info = {"data": args.data, "data_format": args.format, "data_key": args.key,
+            "normalizer_from": args.normalizer_from, "out": args.out}
     if args.stage == "stage1":
-        out = train_stage1(eps, args.out, cfg, normalizer=norm)
+        out = train_stage1(eps, args.out, cfg, normalizer=norm, run_info=info)
     else:
-        out = train_stage2(eps, args.out, args.source, cfg, normalizer=norm)
+        out = train_stage2(eps, args.out, args.source, cfg, normalizer=norm, run_info=info)
     print(f"model written to {out} (metrics: {args.out}/metrics.jsonl)")
     return 0
 

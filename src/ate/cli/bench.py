@@ -43,7 +43,28 @@ def config_from_args(args: argparse.Namespace):
     return BenchConfig.from_preset(args.suite, args.preset, **overrides)
 
 
+CONFIG_HELP = ("JSON config of an earlier run: its config.json or results.json (or --print-config's output), or the "
+               "run folder. Its "
+               "values replace the preset's, options given here override them (so --preset then only renames). "
+               "Without --out-dir the run is the one the config names: re-running it continues it, finished stages "
+               "whose parameters are unchanged are skipped")
+
+
+def _config_file():
+    """config.json (`BenchConfig.to_dict()`) -> the options of `ate bench` (one per field, same names)."""
+    from ate.bench.pipeline import BenchConfig
+    from ate.cli._options import ConfigFile
+
+    def select(d: dict) -> dict:  # results.json holds the run's config under "config"
+        results = str(d.get("schema", "")).startswith("ate.bench.results") and isinstance(d.get("config"), dict)
+        return d["config"] if results else d
+
+    return ConfigFile("config.json", {f.name: f.name for f in dataclasses.fields(BenchConfig)}, select=select)
+
+
 def register(sub) -> None:
+    from ate.cli._options import add_config_option
+
     p = sub.add_parser("bench", help="simulator benchmark: SFT vs ATE (vs scratch) on robosuite / MetaWorld",
                        description="Demos -> pretrain on source -> stage-1 VAE -> stage-2 VAE -> fine-tune SFT and ATE from "
                                    "the same checkpoint -> evaluate on fixed seeds -> results.json, report.md, plots. "
@@ -54,6 +75,7 @@ def register(sub) -> None:
                    help="budget: smoke = plumbing check (minutes, success rates meaningless); quick = smallest "
                         "comparison of the arms; full = the README results (default: %(default)s)")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
+    add_config_option(p, _config_file(), CONFIG_HELP)
     add_config_options(p)
     p.set_defaults(func=_run)
     sub2 = p.add_subparsers(dest="bench_command", metavar="{summarize}", required=False,

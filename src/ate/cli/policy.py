@@ -24,9 +24,45 @@ def _policy_config(text: str | None) -> dict:
     return value
 
 
+CONFIG_HELP = ("JSON config of an earlier run: its train_config.json, or the run folder. Its values become the "
+               "defaults, options given here override them. Without --out the run writes into the out dir the "
+               "config names, which is only allowed as a resume (--resume, the default, and a checkpoint there: "
+               "it continues, e.g. with a larger --steps); otherwise give --out <new dir>")
+GUIDANCE_DEFAULTS = (("scale", 2.0), ("clamp", 0.1), ("sign", "reference"), ("encoder_mode", "sample"),
+                     ("reduction", "reference"), ("t_cap", None), ("noise_min", 0.0), ("noise_max", 1.0),
+                     ("strength", "absolute"), ("latent_target", "clean"))
+
+
+def _config_file(mode: str):
+    """train_config.json (`ate.policies.train`) -> the options of `ate policy <mode>`."""
+    import dataclasses
+
+    from ate.cli._options import ConfigFile
+    from ate.policies.train import TrainConfig
+
+    def check(d: dict) -> str | None:
+        if "mode" in d and d["mode"] != mode:
+            return f"written by ate policy {d['mode']}, not {mode}"
+        return None
+
+    keys = {"data": "data", "out": "out", "state_key": "state_key", "action_key": "action_key",
+            "train": {f.name: f.name for f in dataclasses.fields(TrainConfig)},
+            # written by the run (what it resolved and built), not options
+            **dict.fromkeys(("mode", "resolved_steps", "num_windows", "world_size"))}
+    if mode == "pretrain":
+        keys.update(policy={"type": "policy", "*": None}, policy_config="policy_config")
+    else:
+        keys.update(init="init", guidance="guidance", vae="vae", normalizer="normalizer", adapter="adapter",
+                    guidance_config={name: name for name, _ in GUIDANCE_DEFAULTS},
+                    lora={"rank": "lora_rank", "alpha": "lora_alpha",
+                          **dict.fromkeys(("layers", "trainable_params", "total_params"))},
+                    policy=None)
+    return ConfigFile("train_config.json", keys, check, json_text=frozenset({"policy_config"}))
+
+
 def register(sub) -> None:
     from ate.cli._fields import GUIDANCE, GUIDANCE_NOTE, INT_GE1
-    from ate.cli._options import add_dataclass_options, add_field_option, number
+    from ate.cli._options import add_config_option, add_dataclass_options, add_field_option, number
     from ate.policies.train import TrainConfig
 
     p = sub.add_parser("policy", help="pretrain / fine-tune (plain or ATE) / run the reference policies",
@@ -35,6 +71,7 @@ def register(sub) -> None:
     cmds = p.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
 
     s = cmds.add_parser("pretrain", help="train a fresh policy on source datasets")
+    add_config_option(s, _config_file("pretrain"), CONFIG_HELP)
     s.add_argument("--data", nargs="+", required=True, help="dataset path(s); robots from the episodes' 'robot' attr")
     s.add_argument("--out", required=True, help="run directory (re-run to resume)")
     s.add_argument("--policy", default="dp", choices=("dp", "rdt", "pi0", "dp_unet", "rdt_dit", "pi0_flow"),
@@ -46,6 +83,7 @@ def register(sub) -> None:
     s.set_defaults(func=_pretrain)
 
     f = cmds.add_parser("finetune", help="fine-tune a pretrained policy on target data, --guidance off|ate")
+    add_config_option(f, _config_file("finetune"), CONFIG_HELP)
     f.add_argument("--data", nargs="+", required=True, help="target dataset path(s), one robot")
     f.add_argument("--out", required=True, help="run directory (re-run to resume)")
     f.add_argument("--init", required=True, help="pretrained policy (model dir or pretrain run dir)")
@@ -54,9 +92,7 @@ def register(sub) -> None:
                         "(default: %(default)s)")
     f.add_argument("--vae", default=None, help="adaptation VAE directory (ate align stage2), for --guidance ate")
     guidance = f.add_argument_group("guidance options (--guidance ate)", GUIDANCE_NOTE)
-    for name, default in (("scale", 2.0), ("clamp", 0.1), ("sign", "reference"), ("encoder_mode", "sample"),
-                          ("reduction", "reference"), ("t_cap", None), ("noise_min", 0.0), ("noise_max", 1.0),
-                          ("strength", "absolute"), ("latent_target", "clean")):
+    for name, default in GUIDANCE_DEFAULTS:
         add_field_option(guidance, name, type(default) if default is not None else float, GUIDANCE[name], default)
     f.add_argument("--adapter", choices=["full", "lora"], default="full",
                    help="full: every weight trains; lora: peft LoRA adapters on every Linear / Conv1d (merged into the "
@@ -112,6 +148,17 @@ def _data_opts(s: argparse.ArgumentParser) -> None:
                    help="continue from OUT/checkpoints/last when present")
 
 
+def _check_out(args) -> None:
+    from pathlib import Path
+
+    from ate.cli._options import check_config_out
+
+    out = Path(args.out)
+    check_config_out(args, "out", "--out", occupied=(out / "train_config.json").is_file(),
+                     resumable=args.resume and (out / "checkpoints" / "last").exists(),
+                     hint=" (or --resume to continue that run)" if not args.resume else "")
+
+
 def _train_kw(args) -> dict:
     import dataclasses
 
@@ -123,6 +170,7 @@ def _train_kw(args) -> dict:
 def _pretrain(args) -> int:
     from ate.policies.train import pretrain
 
+    _check_out(args)
     pretrain(args.data, args.out, policy=args.policy, policy_config=_policy_config(args.policy_config),
              resume=args.resume, state_key=args.state_key, action_key=args.action_key, **_train_kw(args))
     print(f"policy written to {args.out}/pretrained_model")
@@ -135,6 +183,7 @@ def _finetune(args) -> int:
 
     if args.guidance == "ate" and not args.vae:
         raise ConfigError("--guidance ate needs --vae <adaptation VAE dir> (ate align stage2 --out ...)")
+    _check_out(args)
 
     finetune(args.data, args.out, init=args.init, guidance=args.guidance, vae=args.vae, scale=args.scale,
              clamp=args.clamp, sign=args.sign, encoder_mode=args.encoder_mode, reduction=args.reduction,

@@ -19,7 +19,8 @@ the loss's mean over valid elements are taken over the global batch. N processes
 single-process run up to float summation order, with or without guidance and padding.
 
 Run directory:
-    train_config.json, metrics.jsonl (one line per log step, incl. guidance diagnostics),
+    train_config.json (the run's options, data and resolved budget; rewritten at every (re)start, and read back by
+    `ate policy pretrain|finetune --config`), metrics.jsonl (one line per log step, incl. guidance diagnostics),
     pretrained_model/ (EMA weights: config.json, model.safetensors, normalizer.json),
     checkpoints/<step:06d>/{pretrained_model/, training_state/} and checkpoints/last -> <step:06d>
 """
@@ -229,7 +230,8 @@ def _valid_elements(batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 # options that may change when a run is resumed: its length, logging and the device it runs on
 _FREE_ON_RESUME = {"steps", "epochs", "min_steps", "max_steps", "progress", "log_every", "save_every", "device"}
-_RUN_KEYS = ("mode", "init", "data", "guidance", "vae", "guidance_config", "normalizer", "adapter", "lora")
+_RUN_KEYS = ("mode", "init", "data", "state_key", "action_key", "guidance", "vae", "guidance_config", "normalizer",
+             "adapter", "lora")
 
 
 def _check_resume(out: Path, cfg: TrainConfig, run_info: dict) -> None:
@@ -291,12 +293,13 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
         start = _load_checkpoint(last.resolve(), policy, ema, optimizer, gens)["step"]
         if acc.is_main_process:
             logger.info("resumed from %s at step %d of %d", last.resolve(), start, cfg.steps)
-    elif acc.is_main_process:
+    if acc.is_main_process:  # on resume too: the file holds the options of the latest start (e.g. a longer --steps)
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "train_config.json", {**(run_info or {}), "train": dataclasses.asdict(cfg),
                                                       "resolved_steps": cfg.steps, "num_windows": len(dataset),
                                                       "policy": policy.config.to_dict(), "world_size": world})
-        (out / "metrics.jsonl").write_text("")
+        if not start:
+            (out / "metrics.jsonl").write_text("")
     dtype = next(policy.parameters()).dtype  # data follow the weights (float64 in the exactness tests)
     model = acc.prepare(policy)
     ema_device_sync = acc.unwrap_model(model)
@@ -399,7 +402,8 @@ def pretrain(data, out_dir: str | Path, policy: str = "dp", policy_config: dict[
         model = make_policy(policy, **(policy_config or {}))
     prepare_policy(model, sources)
     ds = PolicyDataset(model, sources, pad=cfg.pad)
-    info = {"mode": "pretrain", "data": [str(d) for d in ([data] if isinstance(data, (str, Path)) else data)]}
+    info = {"mode": "pretrain", "data": [str(d) for d in ([data] if isinstance(data, (str, Path)) else data)],
+            "state_key": state_key, "action_key": action_key, "policy_config": policy_config or {}, "out": str(out_dir)}
     return train_loop(model, ds, out_dir, cfg, run_info=info, resume=resume)
 
 
@@ -476,5 +480,6 @@ def finetune(data, out_dir: str | Path, init: str | Path, guidance: str = "off",
     info = {"mode": "finetune", "init": str(init), "guidance": guidance, "adapter": adapter, "lora": lora,
             "vae": str(vae) if vae is not None else None,
             "guidance_config": gcfg.to_dict() if gcfg else None, "normalizer": str(normalizer) if normalizer else None,
-            "data": [str(d) for d in ([data] if isinstance(data, (str, Path)) else data)]}
+            "data": [str(d) for d in ([data] if isinstance(data, (str, Path)) else data)],
+            "state_key": state_key, "action_key": action_key, "out": str(out_dir)}
     return train_loop(model, ds, out_dir, cfg, guidance=guide, run_info=info, resume=resume)
