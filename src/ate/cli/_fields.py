@@ -27,6 +27,7 @@ class Field(NamedTuple):
     help: str
     type: Any = None
     choices: tuple | None = None
+    may_be_empty: bool = False  # a list field whose empty list is meaningful (given as the bare option)
 
 
 INT_GE0, INT_GE1 = number(int, lo=0), number(int, lo=1)
@@ -189,7 +190,8 @@ def _bench() -> dict[str, Field]:
                       "lora = peft LoRA fine-tuning; scratch = target demos only", choices=ARMS),
         "headline_demos": Field("the headline number of target demos per task ('none' = the first of "
                                 "--n-target-demos)", number(int, lo=1, none=True)),
-        "headline_arms": Field("extra arms trained and evaluated only at the headline number of demos", choices=ARMS),
+        "headline_arms": Field("extra arms trained and evaluated only at the headline number of demos (the bare "
+                               "option = none)", choices=ARMS, may_be_empty=True),
         "headline_eval_episodes": Field("evaluation episodes per (arm, seed, task) at the headline number of demos "
                                         "('none' = --eval-episodes)", number(int, lo=1, none=True)),
         "eval_episodes": Field("evaluation episodes per (arm, seed, task, checkpoint)", INT_GE1),

@@ -231,7 +231,7 @@ def add_field_option(target, name: str, hint, spec, default=argparse.SUPPRESS, m
     base = next((t for t in args if t is not type(None)), hint) if type(None) in args else hint  # Optional[X] -> X
     if typing.get_origin(base) is list:
         item = typing.get_args(base)[0]
-        target.add_argument(flag, nargs="+", type=spec.type or item, choices=spec.choices, default=default,
+        target.add_argument(flag, nargs="*" if spec.may_be_empty else "+", type=spec.type or item, choices=spec.choices, default=default,
                             metavar=None if spec.choices else metavar or name.upper(), help=text)
     elif typing.get_origin(base) is dict:
         import json
