@@ -64,6 +64,9 @@ PAPER_GUIDANCE = dict(scale=2.0, clamp=0.1, sign="reference", encoder_mode="samp
                       noise_min=0.0, noise_max=1.0, strength="absolute", latent_target="clean")
 # the guidance profile of a guided arm: at most this many target windows, drawn from this seed
 PROFILE_WINDOWS, PROFILE_SEED = 256, 0
+# the guidance of the `ate` arm where a preset or `ate demo` needs "the best variant": chosen on validation
+# seeds only, fixed in a committed file before any test-seed run (its "evidence" names the sweep results)
+STEER_CHOICE: dict[str, Any] = json.loads((Path(__file__).with_name("steer_choice.json")).read_text())
 # AlignConfig fields that do not change a VAE stage's result (so they do not invalidate its cache)
 _NOT_STAGE_PARAMS = ("progress", "wandb_project")
 ML10_TRAIN = ["reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-close-v3", "button-press-topdown-v3",

@@ -1,0 +1,50 @@
+"""`ate demo`: its plain-language verdict, the guidance-strength lines, the committed steer choice, and the
+smoke preset end to end (three arms, the table, the verdicts and the profile printed)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from ate.bench.pipeline import PAPER_GUIDANCE, STEER_CHOICE, BenchConfig
+from ate.cli.demo import profile_lines, verdict
+
+
+def test_verdict_reads_the_paired_interval():
+    assert "better than SFT" in verdict(0.1, [0.02, 0.2], "ATE")
+    assert "worse than SFT" in verdict(-0.1, [-0.2, -0.01], "ATE")
+    assert "exactly SFT's episodes" in verdict(0.0, [0.0, 0.0], "ATE")
+    line = verdict(0.025, [-0.05, 0.1], "ATE")
+    assert "no significant difference" in line and "+2.5 points" in line and "[-5.0, +10.0]" in line
+
+
+def test_profile_lines_average_seeds_per_arm():
+    levels = [0.05, 0.25, 0.55, 0.95]
+    res = {"guidance_profiles": [{"arm": "ate", "seed": s, "levels": levels, "rel_strength": [0.01 * (s + 1)] * 4}
+                                 for s in (0, 1)]}
+    (line,) = profile_lines(res)
+    assert line.split()[0] == "ate" and "0.05: 1.5 %" in line and "0.95: 1.5 %" in line  # mean of 1 % and 2 %
+    assert profile_lines({}) == []
+
+
+def test_steer_choice_is_a_valid_guidance_that_differs_from_the_paper():
+    opts = STEER_CHOICE["options"]
+    assert set(opts) <= set(PAPER_GUIDANCE) and any(opts[k] != PAPER_GUIDANCE[k] for k in opts)
+    cfg = BenchConfig.from_preset("robosuite", "quick", arms=["sft", "ate_paper", "ate"], **opts)
+    assert cfg.guidance_kwargs("ate") != cfg.guidance_kwargs("ate_paper") == PAPER_GUIDANCE
+    assert STEER_CHOICE["name"] and "validation" in STEER_CHOICE["chosen_on"]
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_demo_smoke_end_to_end(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "ate", "demo", "--preset", "smoke", "--out", str(tmp_path / "demo"),
+                        "--workers", "1", "--quiet"], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = r.stdout
+    assert "| SFT |" in out and "| ATE_PAPER |" in out and "| ATE |" in out
+    assert "ATE (paper) − SFT:" in out and "ATE (chosen) − SFT:" in out
+    assert "shift / residual by noise level" in out and "smoke preset" in out
+    assert (tmp_path / "demo" / "report.md").is_file()
