@@ -180,3 +180,20 @@ def test_headline_arms_only_at_the_headline_point(tmp_path, single_torch_thread)
     assert res["headline"]["ate_minus_sft"]["diff"] == pytest.approx(1 / 50)
     assert {(c["a"], c["n_demos"]) for c in res["comparisons"] if c["b"] == "sft" and c["task"] == "all"} == \
         {("ate", 1), ("ate", 5), ("ate", 25), ("lora", 5), ("ate_paper", 5)}
+
+
+def test_headroom_rule_keeps_tasks_inside_the_band_on_validation_seeds_only(tmp_path, single_torch_thread):
+    # SFT per task at 5 demos: drawer-open (6 + 8) / 40 = 35 %, door-close (10 + 12) / 40 = 55 %; at 1 demo 15 % / 35 %
+    _write_run(tmp_path / "val", demos=(5, 1))
+    rule = regime.headroom(tmp_path / "val")
+    assert rule["n_demos"] == 5 and rule["per_task"] == {"drawer-open-v3": 35.0, "door-close-v3": 55.0}
+    assert rule["keep"] == ["drawer-open-v3", "door-close-v3"]
+    assert regime.headroom(tmp_path / "val", n_demos=1)["per_task"]["drawer-open-v3"] == 15.0
+    assert len(regime.headroom(tmp_path / "val", n_demos=1)["keep"]) == 2  # the band is inclusive: 15 % stays
+    assert regime.headroom(tmp_path / "val", n_demos=1, band=(16, 85))["keep"] == ["door-close-v3"]
+    assert regime.headroom(tmp_path / "val", band=(40, 85))["keep"] == ["door-close-v3"]
+    _write_run(tmp_path / "test", demos=(5,), seed_start=100_000)
+    with pytest.raises(ConfigError, match="not validation seeds"):
+        regime.headroom(tmp_path / "test")
+    with pytest.raises(ConfigError, match="no SFT result with 3 target demos"):
+        regime.headroom(tmp_path / "val", n_demos=3)

@@ -263,3 +263,33 @@ def write_report(summary: dict, out_dir: str | Path) -> dict[str, Path]:
                           "```", r.get("command") or "(command not recorded)", "```", ""]
     (out / "report.md").write_text("\n".join(lines))
     return {"summary": out / "summary.json", "report": out / "report.md", **plots}
+
+
+# ------------------------------------------------------------------------------------------- headroom
+HEADROOM = (15.0, 85.0)  # SFT success band (percent) at the headline demos where methods can differ
+
+
+def headroom(run_dir: str | Path, n_demos: int | None = None, band: tuple[float, float] = HEADROOM) -> dict[str, Any]:
+    """The written target-task rule of the evidence protocol, applied to one finished run.
+
+    A task has headroom when SFT's success on it at `n_demos` target demos (default: the run's headline)
+    lies in `band` (inclusive): away from the floor and the ceiling, where no method can show anything. The
+    run must be scored on validation seeds (eval_seed_start >= VALIDATION_SEED_START), so the test seeds never
+    choose the tasks. Returns {"n_demos", "band", "per_task" {task: SFT %}, "keep" [tasks], "run"}.
+    """
+    from ate.bench.report import config_headline
+
+    res = load_run(run_dir)
+    cfg = res["config"]
+    if cfg["eval_seed_start"] < VALIDATION_SEED_START:
+        raise ConfigError(f"{run_dir}: scored on seeds {cfg['eval_seed_start']}..., not validation seeds "
+                          f"(>= {VALIDATION_SEED_START}); choose tasks on validation seeds only")
+    n = config_headline(cfg) if n_demos is None else n_demos
+    final = max(s["step"] for s in res["summary"])
+    per_task = {s["task"]: _pct(s["success_rate"]) for s in res["summary"]
+                if s["arm"] == "sft" and s["n_demos"] == n and s["step"] == final and s["task"] != "all"}
+    if not per_task:
+        raise ConfigError(f"{run_dir}: no SFT result with {n} target demos")
+    keep = [t for t, v in per_task.items() if band[0] <= v <= band[1]]
+    return {"n_demos": n, "band": list(band), "per_task": per_task, "keep": keep, "run": str(run_dir),
+            "eval_seed_start": cfg["eval_seed_start"], "seeds": cfg["seeds"], "episodes": cfg["eval_episodes"]}

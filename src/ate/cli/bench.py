@@ -78,7 +78,7 @@ def register(sub) -> None:
     add_config_option(p, _config_file(), CONFIG_HELP)
     add_config_options(p)
     p.set_defaults(func=_run)
-    sub2 = p.add_subparsers(dest="bench_command", metavar="{summarize}", required=False,
+    sub2 = p.add_subparsers(dest="bench_command", metavar="{summarize,headroom}", required=False,
                             title="after runs (leave out to run the pipeline)")
     s = sub2.add_parser("summarize", help="regime summary of finished runs: summary.json, report.md, plots",
                         description="Collect finished `ate bench` runs per suite × policy family: success vs target "
@@ -92,6 +92,16 @@ def register(sub) -> None:
                    help="`ate.bench.eval_speed` result whose overall speedup is recorded (default: "
                         "benchmarks/results/eval-speed/results.json when present, else the field is null)")
     s.set_defaults(func=_summarize)
+    h = sub2.add_parser("headroom", help="the target-task rule: tasks where SFT lies in the headroom band",
+                        description="Apply the evidence protocol's written rule to a finished run scored on validation "
+                                    "seeds: keep the target tasks on which SFT's success at the headline number of demos "
+                                    "lies in the band (default 15-85 %%). Prints the table and writes headroom.json.")
+    h.add_argument("run", metavar="RUN_DIR", help="run folder holding results.json (validation seeds)")
+    h.add_argument("--n-demos", type=int, default=None, help="number of target demos (default: the run's headline)")
+    h.add_argument("--band", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="SFT success band in percent (default: 15 85)")
+    h.add_argument("--out", default=None, help="folder for headroom.json (default: the run folder)")
+    h.set_defaults(func=_headroom)
 
 
 def _command_line() -> str:
@@ -114,6 +124,24 @@ def _run(args) -> int:
     print()
     print(summary_table(results))
     print(f"\nresults: {cfg.run_dir / 'results.json'}\nreport:  {cfg.run_dir / 'report.md'}")
+    return 0
+
+
+def _headroom(args) -> int:
+    from pathlib import Path
+
+    from ate.bench import regime
+    from ate.checkpoint import write_json_atomic
+
+    rule = regime.headroom(args.run, args.n_demos, tuple(args.band) if args.band else regime.HEADROOM)
+    lo, hi = rule["band"]
+    print(f"SFT at {rule['n_demos']} demos per task (validation seeds {rule['eval_seed_start']}...), band {lo:g}-{hi:g} %:")
+    for task, v in rule["per_task"].items():
+        print(f"  {task:28s} {v:5.1f} %  {'keep' if task in rule['keep'] else 'drop'}")
+    out = Path(args.out or args.run) / "headroom.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out, rule)
+    print(f"keep: {' '.join(rule['keep']) or '(none)'}\nwritten: {out}")
     return 0
 
 
