@@ -39,7 +39,9 @@ def config_from_args(args: argparse.Namespace):
 
     given = vars(args)  # options not on the command line are absent (argparse.SUPPRESS)
     overrides = {f.name: given[f.name] for f in dataclasses.fields(BenchConfig) if f.name not in SKIP and f.name in given}
-    overrides.setdefault("out_dir", f"runs/bench/{args.suite}-{args.preset}")
+    # a regime run per policy family (the families do not share a folder)
+    family = f"-{overrides.get('policy', 'dp')}" if args.preset == "regime" else ""
+    overrides.setdefault("out_dir", f"runs/bench/{args.suite}-{args.preset}{family}")
     return BenchConfig.from_preset(args.suite, args.preset, **overrides)
 
 
@@ -71,9 +73,11 @@ def register(sub) -> None:
                                    "Cached and resumable: re-run the same command to continue.")
     p.add_argument("--suite", choices=["robosuite", "metaworld"], default="robosuite",
                    help="simulator suite (default: %(default)s)")
-    p.add_argument("--preset", choices=["smoke", "quick", "full"], default="quick",
+    p.add_argument("--preset", choices=["smoke", "quick", "full", "regime"], default="quick",
                    help="budget: smoke = plumbing check (minutes, success rates meaningless); quick = smallest "
-                        "comparison of the arms; full = the README results (default: %(default)s)")
+                        "comparison of the arms; full = the first published results; regime = the evidence-v2 "
+                        "instrument (MetaWorld: gated base, headroom tasks, demos curve, every arm at 5 demos, test "
+                        "seeds; combine with --policy dp|rdt|pi0) (default: %(default)s)")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
     add_config_option(p, _config_file(), CONFIG_HELP)
     add_config_options(p)
