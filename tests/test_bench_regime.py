@@ -218,3 +218,23 @@ def test_regime_preset_follows_the_committed_validation_evidence():
     assert cfg.headline == 5 and cfg.episodes_at(5) >= 50 and len(cfg.seeds) >= 3
     assert set(cfg.all_arms) == set(regime.REPORT_ARMS) - {"ate_best"} | {"ate"}
     assert all(cfg.guidance_kwargs("ate")[k] == v for k, v in STEER_CHOICE["options"].items())
+
+
+def test_sweep_choice_rule_mean_over_demos_ties_to_fewer_changes():
+    from ate.bench.pipeline import PAPER_GUIDANCE
+    from ate.bench.sweep import choose
+
+    def row(variant, arm, n, diff, **changed):
+        g = {**PAPER_GUIDANCE, "kl_direction": "paper", "prior_mode": "aggregate", **changed}
+        return {"variant": variant, "arm": arm, "n_demos": n, "diff": diff, "ci95": [diff - 0.1, diff + 0.1],
+                "guidance": g}
+
+    rows = [row("paper:ate_paper", "ate_paper", 1, 0.0), row("paper:ate_paper", "ate_paper", 5, 0.0),
+            row("a", "ate", 1, 0.10, sign="flipped"), row("a", "ate", 5, -0.04, sign="flipped"),  # mean +0.03
+            row("b", "ate", 1, 0.02, sign="flipped", scale=0.3), row("b", "ate", 5, 0.04, sign="flipped", scale=0.3),
+            row("c", "ate_unaligned", 1, 0.5)]  # a control, never a candidate
+    c = choose(rows, "sweep/", "validation seeds")
+    assert c["variant"] == "a" and c["options"] == {"sign": "flipped"}  # 0.03 = 0.03: fewer changes win
+    assert [x["variant"] for x in c["candidates"]] == ["a", "b", "paper:ate_paper"]
+    rows[3]["diff"] = -0.10  # a falls to 0.0 (level with the paper): b leads alone
+    assert choose(rows, "sweep/", "validation seeds")["variant"] == "b"

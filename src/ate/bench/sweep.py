@@ -107,6 +107,52 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+CHOICE_RULE = ("the variant with the largest mean paired guided − SFT difference over the numbers of target demos "
+               "it ran (all target tasks, final step, validation seeds); ties go to the one with fewer options "
+               "changed from the paper's guidance")
+
+
+def _changed_options(g: dict) -> dict:
+    """BenchConfig guidance / alignment options of a row that differ from the paper's (and the defaults)."""
+    from ate.bench.pipeline import PAPER_GUIDANCE
+
+    out = {k: g[k] for k in PAPER_GUIDANCE if k in g and g[k] != PAPER_GUIDANCE[k]}
+    out.update({k: g[k] for k in ("kl_direction", "prior_mode") if g.get(k) not in (None, "paper", "aggregate")})
+    return out
+
+
+def choose(rows: list[dict], evidence: str, chosen_on: str) -> dict:
+    """The steer choice (`ate.steer.choice/1`, the format of ``ate/bench/steer_choice.json``) by CHOICE_RULE.
+
+    Only rows of the `ate` and `ate_paper` arms compete (an `ate_unaligned` row is a control, not a
+    candidate); every candidate and its score is recorded in the choice.
+    """
+    by_variant: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["arm"] in ("ate", "ate_paper"):
+            by_variant.setdefault(r["variant"], []).append(r)
+    if not by_variant:
+        raise ValueError("no ate / ate_paper rows to choose from")
+    scored = []
+    for name, rs in by_variant.items():
+        opts = _changed_options(rs[0]["guidance"])
+        scored.append({"variant": name, "options": opts, "score": float(np.mean([r["diff"] for r in rs])),
+                       "by_demos": {str(r["n_demos"]): {"diff": r["diff"], "ci95": r["ci95"]} for r in rs}})
+    scored.sort(key=lambda c: (-round(c["score"], 9), len(c["options"]), c["variant"]))
+    best = scored[0]
+    return {"schema": "ate.steer.choice/1", "name": _guidance_label({**rows[0]["guidance"], **_paper_with(best)}),
+            "variant": best["variant"], "options": best["options"], "rule": CHOICE_RULE, "chosen_on": chosen_on,
+            "evidence": [evidence], "candidates": scored,
+            "note": "the guidance options of the `ate` arm (ATE-best) in the regime preset and `ate demo`; every "
+                    "other GuidanceConfig field keeps the paper's value"}
+
+
+def _paper_with(candidate: dict) -> dict:
+    from ate.bench.pipeline import PAPER_GUIDANCE
+
+    return {**PAPER_GUIDANCE, "kl_direction": "paper", "prior_mode": "aggregate", **candidate["options"]}
+
+
 def plot(rows: list[dict], path: Path, title: str) -> Path:
     from ate.bench.plots import pyplot
 
@@ -134,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("sweep_dir")
     p.add_argument("--out", required=True, help="folder for sweep.json, sweep.md, sweep.png")
     p.add_argument("--title", default=None)
+    p.add_argument("--choose", default=None, metavar="JSON",
+                   help="also write the steer choice by the rule (" + CHOICE_RULE + ") to this file")
+    p.add_argument("--chosen-on", default="validation evaluation seeds 200000+",
+                   help="what the sweep was scored on, recorded in the choice")
     args = p.parse_args(argv)
     rows = collect(args.sweep_dir)
     if not rows:
@@ -144,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     (out / "sweep.md").write_text(to_markdown(rows))
     plot(rows, out / "sweep.png", args.title or Path(args.sweep_dir).name)
     print(to_markdown(rows))
+    if args.choose:
+        if any(r["eval_seed_start"] < 200_000 for r in rows):
+            raise SystemExit(f"{args.sweep_dir}: a variant was scored on test seeds (< 200000); choose on validation only")
+        choice = choose(rows, str(out), args.chosen_on)
+        Path(args.choose).write_text(json.dumps(choice, indent=2) + "\n")
+        print(f"chosen ({CHOICE_RULE}): {choice['variant']} -> {choice['options']}; written: {args.choose}")
     return 0
 
 
