@@ -1,7 +1,7 @@
 """Checks of the ATE LeRobot policies against LeRobot's own, run inside LeRobot's environment (offline).
 
     python -m ate.integrations.lerobot.selfcheck diffusion --dataset ROOT --vae VAE_DIR [--pretrained CKPT]
-    python -m ate.integrations.lerobot.selfcheck pi0 --vae VAE_DIR --action-dim 4 --chunk 16
+    python -m ate.integrations.lerobot.selfcheck pi0|pi05|smolvla --vae VAE_DIR --action-dim 4 --chunk 16
 
 Each prints one JSON object of measured facts (the test tier asserts on them):
 
@@ -15,6 +15,9 @@ Each prints one JSON object of measured facts (the test tier asserts on them):
   small ones (everything else — openpi flow convention, padding to ``max_action_dim``, attention masks,
   the loss — is the real code). Forward + backward, λ = 0 equality with PI0Policy, guidance only on the
   real action dims and off ``action_is_pad`` steps.
+- pi05: the same with LeRobot's ``PI05Policy`` (same patch, applied to ``modeling_pi05``).
+- smolvla: LeRobot's ``SmolVLAPolicy`` built from a small SmolVLM config (:func:`tiny_smolvla`): upstream
+  reads the SmolVLM2 config and processor from the Hub even without its weights.
 """
 
 from __future__ import annotations
