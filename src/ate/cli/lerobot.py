@@ -20,8 +20,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("lerobot", help="LeRobot integration: train the VAEs from LeRobotDataset roots",
                        description="LeRobot integration. The policy types ate_diffusion / ate_pi0 / ate_pi05 / "
-                                   "ate_smolvla run inside LeRobot's own environment (scripts/lerobot_env.sh) with "
-                                   "lerobot-train --policy.discover_packages_path=ate.integrations.lerobot.")
+                                   "ate_smolvla run inside LeRobot's own environment (scripts/lerobot_env.sh), which "
+                                   "installs the lerobot_policy_ate plugin that lerobot-train registers by itself.")
     cmds = p.add_subparsers(dest="lerobot_command", metavar="COMMAND", required=True)
     a = cmds.add_parser("align", help="stage-1 VAE on the source root, stage-2 VAE on the target root",
                         description=__doc__.splitlines()[0])
@@ -69,6 +69,6 @@ def _align(args: argparse.Namespace) -> int:
             models.append(train_stage2(eps, out / "stage2", models[0], cfg, normalizer=norm))
     field = "horizon" if args.policy == "diffusion" else "chunk_size"
     print(f"stage 1: {models[0]}\nstage 2: {models[1]}\n"
-          f"lerobot-train ... --policy.discover_packages_path=ate.integrations.lerobot --policy.type=ate_{args.policy} "
+          f"lerobot-train ... --policy.type=ate_{args.policy} "
           f"--policy.vae_path={models[1].resolve()} --policy.{field}={horizon}")
     return 0

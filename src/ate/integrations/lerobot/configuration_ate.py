@@ -3,8 +3,7 @@
 Each is LeRobot's own config (every upstream field, default and validation unchanged) plus the ATE fields
 below, registered with ``@PreTrainedConfig.register_subclass`` so that ::
 
-    lerobot-train --policy.discover_packages_path=ate.integrations.lerobot --policy.type=ate_pi0 \\
-        --policy.vae_path=runs/align/stage2/model --policy.guidance_scale=2 ...
+    lerobot-train --policy.type=ate_pi0 --policy.vae_path=runs/align/stage2/model --policy.guidance_scale=2 ...
 
 parses them. The policy class lives in the sibling ``modeling_ate`` and the processors in
 ``processor_ate`` (LeRobot resolves both by module-name convention).
@@ -21,7 +20,9 @@ ATE fields (all plain values, so they are saved in the checkpoint's config.json)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, fields
+from typing import Literal, get_args, get_type_hints
 
 from lerobot.configs import PreTrainedConfig
 from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
@@ -29,7 +30,19 @@ from lerobot.policies.pi0.configuration_pi0 import PI0Config
 from lerobot.policies.pi05.configuration_pi05 import PI05Config
 from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
 
+from ate.errors import ConfigError
 from ate.steer import GuidanceConfig
+
+logger = logging.getLogger(__name__)
+
+# Literal, not str: draccus turns these into argparse choices, so `--policy.guidance_sign=flip` is refused
+# with the field and the allowed values (a ValueError from __post_init__ reaches the user only as
+# "Couldn't instantiate class ..."). They must list what ate.steer.GuidanceConfig accepts.
+Sign = Literal["reference", "flipped"]
+EncoderMode = Literal["sample", "mean"]
+Reduction = Literal["reference", "per_sample"]
+Strength = Literal["absolute", "relative"]
+LatentTarget = Literal["clean", "source_mode"]
 
 
 @dataclass
@@ -39,14 +52,14 @@ class AteGuidanceFields:
     vae_path: str | None = None
     guidance_scale: float = 2.0
     guidance_clamp: float | None = 0.1
-    guidance_sign: str = "reference"
-    guidance_encoder_mode: str = "sample"
-    guidance_reduction: str = "reference"
+    guidance_sign: Sign = "reference"
+    guidance_encoder_mode: EncoderMode = "sample"
+    guidance_reduction: Reduction = "reference"
     guidance_t_cap: float | None = None
     guidance_noise_min: float = 0.0
     guidance_noise_max: float = 1.0
-    guidance_strength: str = "absolute"
-    guidance_latent_target: str = "clean"
+    guidance_strength: Strength = "absolute"
+    guidance_latent_target: LatentTarget = "clean"
     guidance_check_stats: bool = True
 
     def guidance_config(self) -> GuidanceConfig:
@@ -58,7 +71,25 @@ class AteGuidanceFields:
                               strength=self.guidance_strength, latent_target=self.guidance_latent_target)
 
     def _validate_guidance(self) -> None:
-        self.guidance_config()  # raises ValueError naming the bad field
+        """Raise a one-line ValueError naming the ``guidance_*`` field (Python callers bypass draccus)."""
+        hints = get_type_hints(AteGuidanceFields)
+        for f in fields(AteGuidanceFields):
+            choices = get_args(hints[f.name]) if getattr(hints[f.name], "__origin__", None) is Literal else ()
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                self._refuse(f"{f.name} must be one of {', '.join(choices)}; got {value!r}")
+        try:
+            self.guidance_config()
+        except ValueError as exc:
+            # GuidanceConfig names its own field (scale, clamp, ...); say which plugin field that is
+            self._refuse(str(exc).replace("GuidanceConfig.", "guidance_"))
+
+    def _refuse(self, message: str) -> None:
+        message = f"{self.type}: {message}"
+        # draccus replaces a ValueError from __post_init__ with "Couldn't instantiate class ...": log it
+        # so the command line shows which field is wrong
+        logger.error(message)
+        raise ConfigError(message)
 
 
 @PreTrainedConfig.register_subclass("ate_diffusion")

@@ -1,7 +1,7 @@
 """Checks of the ATE LeRobot policies against LeRobot's own, run inside LeRobot's environment (offline).
 
     python -m ate.integrations.lerobot.selfcheck diffusion --dataset ROOT --vae VAE_DIR [--pretrained CKPT]
-    python -m ate.integrations.lerobot.selfcheck pi0 --vae VAE_DIR --action-dim 4 --chunk 16
+    python -m ate.integrations.lerobot.selfcheck pi0|pi05|smolvla --vae VAE_DIR --action-dim 4 --chunk 16
 
 Each prints one JSON object of measured facts (the test tier asserts on them):
 
@@ -15,6 +15,9 @@ Each prints one JSON object of measured facts (the test tier asserts on them):
   small ones (everything else — openpi flow convention, padding to ``max_action_dim``, attention masks,
   the loss — is the real code). Forward + backward, λ = 0 equality with PI0Policy, guidance only on the
   real action dims and off ``action_is_pad`` steps.
+- pi05: the same with LeRobot's ``PI05Policy`` (same patch, applied to ``modeling_pi05``).
+- smolvla: LeRobot's ``SmolVLAPolicy`` built from a small SmolVLM config (:func:`tiny_smolvla`): upstream
+  reads the SmolVLM2 config and processor from the Hub even without its weights.
 """
 
 from __future__ import annotations
@@ -106,27 +109,29 @@ def check_diffusion(root: str, vae: str, pretrained: str | None = None) -> dict:
     return out
 
 
-# ---------------------------------------------------------------------------------------------- pi0
+# ---------------------------------------------------------------------------------------------- flow family
 @contextmanager
-def tiny_pi0(width: int = 64, depth: int = 2, vision_width: int = 32):
-    """Build LeRobot's PI0Pytorch with small Gemma / SigLIP sizes (see module docstring).
+def tiny_pi0(width: int = 64, depth: int = 2, vision_width: int = 32, module=None):
+    """Build LeRobot's PI0Pytorch (or, with ``module=modeling_pi05``, PI05Pytorch) with small Gemma / SigLIP
+    sizes (see module docstring).
 
     LeRobot hard-codes the variant table (``get_gemma_config``) and, in ``PaliGemmaWithExpertModel``,
     the vision tower (So400m defaults, intermediate 4304) and projector width 2048. The patch replaces the
     table, and hands PaliGemma a one-layer SigLIP whose projector maps to the tiny text width. Restored on
     exit.
     """
-    from lerobot.policies.pi0 import modeling_pi0
     from transformers import SiglipVisionConfig
 
-    real_table = modeling_pi0.get_gemma_config
+    if module is None:
+        from lerobot.policies.pi0 import modeling_pi0 as module
+    real_table = module.get_gemma_config
 
     def table(variant):
         real_table(variant)  # keep LeRobot's own validation of the name
-        return modeling_pi0.GemmaConfig(width=width, depth=depth, mlp_dim=2 * width, num_heads=8, num_kv_heads=1,
-                                        head_dim=width // 8)  # 8 heads: LeRobot reshapes with a literal 8
+        return module.GemmaConfig(width=width, depth=depth, mlp_dim=2 * width, num_heads=8, num_kv_heads=1,
+                                  head_dim=width // 8)  # 8 heads: LeRobot reshapes with a literal 8
 
-    real_vlm = modeling_pi0.PaliGemmaForConditionalGenerationWithPiGemma
+    real_vlm = module.PaliGemmaForConditionalGenerationWithPiGemma
 
     def vlm(config):
         # replaces the So400m tower + 2048-wide projector that pi0 writes into the config
@@ -135,34 +140,87 @@ def tiny_pi0(width: int = 64, depth: int = 2, vision_width: int = 32):
             patch_size=14, image_size=config.vision_config.image_size, projection_dim=width, vision_use_head=False)
         return real_vlm(config=config)
 
-    modeling_pi0.get_gemma_config, modeling_pi0.PaliGemmaForConditionalGenerationWithPiGemma = table, vlm
+    module.get_gemma_config, module.PaliGemmaForConditionalGenerationWithPiGemma = table, vlm
     try:
         yield
     finally:
-        modeling_pi0.get_gemma_config, modeling_pi0.PaliGemmaForConditionalGenerationWithPiGemma = real_table, real_vlm
+        module.get_gemma_config, module.PaliGemmaForConditionalGenerationWithPiGemma = real_table, real_vlm
 
 
-def check_pi0(vae: str, action_dim: int, chunk: int, batch_size: int = 2) -> dict:
+@contextmanager
+def tiny_smolvla(width: int = 64, depth: int = 2, vision_width: int = 32, image_size: int = 56):
+    """Build LeRobot's SmolVLA without the Hub: ``SmolVLMWithExpertModel`` reads the SmolVLM2 config and
+    processor with ``from_pretrained`` even when ``load_vlm_weights=False``. The patch hands it a small
+    ``SmolVLMConfig`` (same model type, Llama text model, SigLIP-style vision tower, pixel-shuffle
+    connector) and a processor stub that carries only the two image token ids the model reads; the
+    model, the expert, the attention layout and the loss are LeRobot's code. Restored on exit."""
+    from types import SimpleNamespace
+
+    from lerobot.policies.smolvla import smolvlm_with_expert as mod
+    from transformers import SmolVLMConfig
+
+    config = SmolVLMConfig(
+        vision_config=dict(hidden_size=vision_width, intermediate_size=2 * vision_width, num_hidden_layers=1,
+                           num_attention_heads=2, patch_size=14, image_size=image_size),
+        text_config=dict(model_type="llama", hidden_size=width, intermediate_size=2 * width, num_hidden_layers=depth,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=1024),
+        scale_factor=2)
+    tokenizer = SimpleNamespace(fake_image_token_id=1000, global_image_token_id=1001)
+    real = mod.AutoConfig, mod.AutoProcessor
+    mod.AutoConfig = SimpleNamespace(from_pretrained=lambda _id, **_kw: config)
+    mod.AutoProcessor = SimpleNamespace(from_pretrained=lambda _id, **_kw: SimpleNamespace(tokenizer=tokenizer))
+    try:
+        yield
+    finally:
+        mod.AutoConfig, mod.AutoProcessor = real
+
+
+def _flow_kind(kind: str):
+    """(ATE config, ATE policy, LeRobot config, LeRobot policy, builder context, extra config kwargs)."""
+    from ate.integrations.lerobot import configuration_ate as c
+    from ate.integrations.lerobot import modeling_ate as m
+
+    if kind == "pi0":
+        from lerobot.policies.pi0.configuration_pi0 import PI0Config
+        from lerobot.policies.pi0.modeling_pi0 import PI0Policy
+
+        return c.AtePI0Config, m.AtePI0Policy, PI0Config, PI0Policy, tiny_pi0, dict(image_resolution=(28, 28))
+    if kind == "pi05":
+        from lerobot.policies.pi05 import modeling_pi05
+        from lerobot.policies.pi05.configuration_pi05 import PI05Config
+
+        return (c.AtePI05Config, m.AtePI05Policy, PI05Config, modeling_pi05.PI05Policy,
+                lambda: tiny_pi0(module=modeling_pi05), dict(image_resolution=(28, 28)))
+    if kind == "smolvla":
+        from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
+        from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+
+        return (c.AteSmolVLAConfig, m.AteSmolVLAPolicy, SmolVLAConfig, SmolVLAPolicy, tiny_smolvla,
+                dict(resize_imgs_with_padding=(56, 56), load_vlm_weights=False))
+    raise ValueError(f"kind must be one of pi0, pi05, smolvla; got {kind!r}")
+
+
+def check_flow(kind: str, vae: str, action_dim: int, chunk: int, batch_size: int = 2) -> dict:
+    """LeRobot's real flow policy ``kind`` at reduced size: forward + backward, λ = 0 equality with the
+    upstream policy, guidance only on the real action dims and off ``action_is_pad`` steps."""
     import time
 
     from lerobot.configs.types import FeatureType, PolicyFeature
-    from lerobot.policies.pi0.configuration_pi0 import PI0Config
-    from lerobot.policies.pi0.modeling_pi0 import PI0Policy
     from lerobot.utils.constants import OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS
 
-    from ate.integrations.lerobot.configuration_ate import AtePI0Config
-    from ate.integrations.lerobot.modeling_ate import AtePI0Policy
-
+    ate_cfg_cls, ate_cls, cfg_cls, cls, tiny, extra = _flow_kind(kind)
     feats_in = {"observation.state": PolicyFeature(FeatureType.STATE, (action_dim,)),
                 "observation.images.cam": PolicyFeature(FeatureType.VISUAL, (3, 28, 28))}
     feats_out = {"action": PolicyFeature(FeatureType.ACTION, (action_dim,))}
-    common = dict(chunk_size=chunk, n_action_steps=chunk, image_resolution=(28, 28), device="cpu", dtype="float32",
-                  input_features=feats_in, output_features=feats_out)
+    common = dict(chunk_size=chunk, n_action_steps=chunk, device="cpu", input_features=feats_in,
+                  output_features=feats_out, **extra)
+    if kind != "smolvla":
+        common["dtype"] = "float32"
     t0 = time.perf_counter()
-    with tiny_pi0():
-        ate = AtePI0Policy(AtePI0Config(**common, vae_path=vae, guidance_scale=2.0, guidance_clamp=None))
-        plain = PI0Policy(PI0Config(**common))
-        ate0 = AtePI0Policy(AtePI0Config(**common, vae_path=vae, guidance_scale=0.0))
+    with tiny():
+        ate = ate_cls(ate_cfg_cls(**common, vae_path=vae, guidance_scale=2.0, guidance_clamp=None))
+        plain = cls(cfg_cls(**common))
+        ate0 = ate_cls(ate_cfg_cls(**common, vae_path=vae, guidance_scale=0.0))
     build_s = time.perf_counter() - t0
     plain.load_state_dict(ate.state_dict())
     ate0.load_state_dict(ate.state_dict())
@@ -195,7 +253,9 @@ def check_pi0(vae: str, action_dim: int, chunk: int, batch_size: int = 2) -> dic
     mask[:action_dim] = 1
     gvec, _ = ate._ate.guide.gradient(x_t, actions, t, dim_mask=mask, pad_mask=pad)
     vae_params = list(ate._ate.guide.encoder.parameters())
+    grads = [p.grad for p in ate.parameters() if p.grad is not None]
     return {
+        "kind": kind, "policy_class": type(plain).__name__,
         "upstream_loss": ref.item(), "ate_loss_scale0": l0.item(), "ate_loss_scale2": l2.item(),
         "diag_scale0": d0, "diag_scale2": d2,
         "padded_dim": int(actions.shape[-1]), "action_dim": action_dim,
@@ -207,8 +267,13 @@ def check_pi0(vae: str, action_dim: int, chunk: int, batch_size: int = 2) -> dic
         "vae_param_ids_in_policy": len({id(p) for p in vae_params} & {id(p) for p in ate.parameters()}),
         "vae_grads": sum(p.grad is not None for p in vae_params),
         "action_out_proj_grad": float(ate.model.action_out_proj.weight.grad.abs().sum().item()),
+        "policy_grads_finite": bool(grads) and all(torch.isfinite(x).all().item() for x in grads),
         "build_s": build_s, "forward_backward_s": step_s,
     }
+
+
+def check_pi0(vae: str, action_dim: int, chunk: int, batch_size: int = 2) -> dict:
+    return check_flow("pi0", vae, action_dim, chunk, batch_size)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,15 +283,16 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--dataset", required=True)
     d.add_argument("--vae", required=True)
     d.add_argument("--pretrained", default=None)
-    q = sub.add_parser("pi0")
-    q.add_argument("--vae", required=True)
-    q.add_argument("--action-dim", type=int, required=True)
-    q.add_argument("--chunk", type=int, required=True)
+    for kind in ("pi0", "pi05", "smolvla"):
+        q = sub.add_parser(kind)
+        q.add_argument("--vae", required=True)
+        q.add_argument("--action-dim", type=int, required=True)
+        q.add_argument("--chunk", type=int, required=True)
     a = p.parse_args(argv)
     if a.which == "diffusion":
         out = check_diffusion(a.dataset, a.vae, a.pretrained)
     else:
-        out = check_pi0(a.vae, a.action_dim, a.chunk)
+        out = check_flow(a.which, a.vae, a.action_dim, a.chunk)
     print("ATE_SELFCHECK " + json.dumps(out))
     return 0
 
