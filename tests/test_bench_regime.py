@@ -78,7 +78,7 @@ def test_summary_values_merge_and_outputs(tmp_path, single_torch_thread):
     speed = tmp_path / "speed.json"
     speed.write_text(json.dumps({"schema": "ate.eval_speed/1", "compare": {"speedup": 3.4}}))
     s = regime.summarize([tmp_path / "mw-dp-a", tmp_path / "mw-dp-b", tmp_path / "rs-rdt"], speed)
-    assert s["schema"] == "ate.regime.summary/1" and s["eval_speed"] == 3.4
+    assert s["schema"] == "ate.regime.summary/1" and s["eval_speedup"] == 3.4
     assert set(s["suites"]) == {"metaworld", "robosuite"}
     mw = s["suites"]["metaworld"]
     assert mw["rdt"] == {} and mw["pi0"] == {} and s["suites"]["robosuite"]["dp"] == {}
@@ -93,6 +93,12 @@ def test_summary_values_merge_and_outputs(tmp_path, single_torch_thread):
     assert dp["arms"]["ate_best"]["25"]["delta_vs_sft"]["mean"] == 10.0  # from run b
     assert dp["arms"]["ate_paper"]["1"]["delta_vs_sft"]["mean"] == 10.0
     assert "delta_vs_sft" not in dp["arms"]["sft"]["1"] and "25" not in dp["arms"]["ate_paper"]
+    # issue 11's steer summary: the chosen arm (ate_best) against SFT per demos, ATE-paper alongside
+    steer = regime.steer_summary(s, "rel1.0-flipped: test")
+    assert steer["schema"] == "ate.steer.summary/1" and set(steer["suites"]) == {"metaworld"}  # rs-rdt has no ate
+    cell = steer["suites"]["metaworld"]["dp"]["5"]
+    assert (cell["sft"], cell["best"], cell["delta"], cell["paper"], cell["paper_delta"]) == (45.0, 55.0, 10.0, 55.0, 10.0)
+    assert steer["suites"]["metaworld"]["dp"]["25"]["paper"] is None  # run b had no ate_paper arm
     # the intervals are the run's own bootstrap, in percent rounded to 0.1
     row = next(r for r in a["summary"] if (r["arm"], r["n_demos"], r["task"]) == ("ate", 5, "all"))
     assert best["ci"] == [round(100 * v, 1) for v in row["ci95"]] and best["ci"][0] < 55.0 < best["ci"][1]
@@ -147,7 +153,7 @@ def test_cli_summarize_and_the_pipeline_options_still_parse(tmp_path, capsys):
     _write_run(tmp_path / "run", demos=(1,))
     assert main(["bench", "summarize", str(tmp_path / "run"), "--out", str(tmp_path / "out"),
                  "--eval-speed", str(tmp_path / "none.json")]) == 0
-    assert json.loads((tmp_path / "out" / "summary.json").read_text())["eval_speed"] is None
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["eval_speedup"] is None
     assert "| sft | 25.0" in capsys.readouterr().out
     args = build_parser().parse_args(["bench", "--suite", "metaworld", "--preset", "smoke", "--seeds", "0", "1"])
     assert args.func.__name__ == "_run" and args.seeds == [0, 1]

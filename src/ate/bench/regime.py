@@ -6,7 +6,7 @@ Reads each run's results.json (`ate.bench.results/1`) and writes into `--out`:
 
 - summary.json (`"schema": "ate.regime.summary/1"`), success in percent rounded to 0.1::
 
-      {"schema", "eval_speed" (overall speedup of batched evaluation, or null),
+      {"schema", "eval_speedup" (overall speedup of batched evaluation, or null),
        "suites": {suite: {} (no run) | {family: {} (no run) | {
            "base_success", "base_by_source" {"robot/task": %}, "base_gate_80" (null without a source evaluation),
            "seeds", "episodes" (the fewest training seeds / episodes per (arm, seed, task) cell present),
@@ -157,9 +157,15 @@ def family_summary(runs: list[dict]) -> dict[str, Any]:
     for arm, cells in arms.items():  # demos in numeric order (runs merged in any order)
         arms[arm] = dict(sorted(cells.items(), key=lambda kv: int(kv[0])))
     start = runs[0]["config"]["eval_seed_start"]
+    from ate.bench.report import config_headline
+
+    heads = {config_headline(r["config"]) for r in runs}
+    head_eps = [e["episodes"] for r in runs for e in r["evaluations"] if e["arm"] != "pretrained"
+                and e["n_demos"] in heads and e["step"] == r["config"]["finetune_steps"]]
     return {
         **_base(runs),
         "seeds": min(seeds) if seeds else None, "episodes": min(episodes) if episodes else None,
+        "headline_demos": sorted(heads), "headline_episodes": min(head_eps) if head_eps else None,
         "eval_seed_start": start, "split": "validation" if start >= VALIDATION_SEED_START else "test",
         "sft_by_demos": {n: c["mean"] for n, c in arms["sft"].items()},
         "arms": arms,
@@ -187,7 +193,7 @@ def summarize(run_dirs: list[str | Path], eval_speed_file: str | Path | None = E
         for family, runs in fams.items():
             _check_mergeable(runs, suite, family)
             suites[suite][family] = family_summary(runs)
-    return {"schema": SCHEMA, "eval_speed": eval_speedup(eval_speed_file), "suites": suites}
+    return {"schema": SCHEMA, "eval_speedup": eval_speedup(eval_speed_file), "suites": suites}
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -234,7 +240,7 @@ def write_report(summary: dict, out_dir: str | Path) -> dict[str, Path]:
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
     os.replace(tmp, out / "summary.json")
     plots = write_plots(summary, out)
-    speed = summary["eval_speed"]
+    speed = summary["eval_speedup"]
     lines = ["# Regime summary: success vs target demos per suite × policy family", "",
              "Final-step success (%) over all target tasks, mean [95 % CI] from each run's hierarchical bootstrap; "
              "Δ = arm − SFT, paired on training seeds and evaluation episodes. `ate_best` is the bench arm `ate` "
@@ -293,3 +299,31 @@ def headroom(run_dir: str | Path, n_demos: int | None = None, band: tuple[float,
     keep = [t for t, v in per_task.items() if band[0] <= v <= band[1]]
     return {"n_demos": n, "band": list(band), "per_task": per_task, "keep": keep, "run": str(run_dir),
             "eval_seed_start": cfg["eval_seed_start"], "seeds": cfg["seeds"], "episodes": cfg["eval_episodes"]}
+
+
+# ----------------------------------------------------------------------------------- steer summary
+STEER_SCHEMA = "ate.steer.summary/1"
+
+
+def steer_summary(summary: dict, chosen: str) -> dict[str, Any]:
+    """Issue 11's summary from a regime summary: per suite × family × demos, SFT, the chosen variant (the
+    regime's `ate_best` arm), their paired difference and CI, and ATE-paper for reference (percent)."""
+    suites: dict[str, dict] = {}
+    for suite, fams in summary["suites"].items():
+        for family, e in fams.items():
+            if not e:
+                continue
+            cells = {}
+            for n, best in e["arms"].get("ate_best", {}).items():
+                sft = e["arms"]["sft"].get(n)
+                if sft is None or "delta_vs_sft" not in best:
+                    continue
+                paper = e["arms"].get("ate_paper", {}).get(n)
+                cells[n] = {"sft": sft["mean"], "best": best["mean"], "delta": best["delta_vs_sft"]["mean"],
+                            "ci": best["delta_vs_sft"]["ci"], "paper": paper["mean"] if paper else None,
+                            "paper_delta": (paper.get("delta_vs_sft") or {}).get("mean") if paper else None}
+            if cells:
+                suites.setdefault(suite, {})[family] = {**cells, "split": e["split"], "seeds": e["seeds"],
+                                                        "episodes": e["episodes"],
+                                                        "headline_episodes": e.get("headline_episodes")}
+    return {"schema": STEER_SCHEMA, "chosen": chosen, "suites": suites}

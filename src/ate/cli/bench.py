@@ -95,6 +95,8 @@ def register(sub) -> None:
     s.add_argument("--eval-speed", default=None, metavar="JSON",
                    help="`ate.bench.eval_speed` result whose overall speedup is recorded (default: "
                         "benchmarks/results/eval-speed/results.json when present, else the field is null)")
+    s.add_argument("--steer-out", default=None, metavar="DIR",
+                   help="also write issue 11's steer summary (the chosen variant vs SFT) to DIR/summary.json")
     s.set_defaults(func=_summarize)
     h = sub2.add_parser("headroom", help="the target-task rule: tasks where SFT lies in the headroom band",
                         description="Apply the evidence protocol's written rule to a finished run scored on validation "
@@ -154,6 +156,16 @@ def _summarize(args) -> int:
 
     summary = regime.summarize(args.runs, regime.EVAL_SPEED_FILE if args.eval_speed is None else args.eval_speed)
     paths = regime.write_report(summary, args.out)
+    if args.steer_out:
+        from pathlib import Path
+
+        from ate.bench.pipeline import STEER_CHOICE
+
+        out = Path(args.steer_out)
+        out.mkdir(parents=True, exist_ok=True)
+        steer = regime.steer_summary(summary, f"{STEER_CHOICE['variant']}: {STEER_CHOICE['name']}")
+        (out / "summary.json").write_text(json.dumps(steer, indent=2) + "\n")
+        paths["steer_summary"] = out / "summary.json"
     for suite, fams in summary["suites"].items():
         for family, e in fams.items():
             if e:
