@@ -244,3 +244,29 @@ def test_sweep_choice_rule_mean_over_demos_ties_to_fewer_changes():
     assert [x["variant"] for x in c["candidates"]] == ["a", "b", "paper:ate_paper"]
     rows[3]["diff"] = -0.10  # a falls to 0.0 (level with the paper): b leads alone
     assert choose(rows, "sweep/", "validation seeds")["variant"] == "b"
+
+
+def test_merge_refuses_runs_of_another_setting_and_steer_summary_checks_the_guidance(tmp_path, single_torch_thread):
+    _write_run(tmp_path / "a", demos=(1, 5))
+    res = _write_run(tmp_path / "b", demos=(25,), arms=("sft", "ate"))
+    res["config"]["target_tasks"] = ["lever-pull-v3", "door-close-v3"]  # another instrument
+    (tmp_path / "b" / "results.json").write_text(json.dumps(res))
+    with pytest.raises(ConfigError, match="differ in target_tasks"):
+        regime.summarize([tmp_path / "a", tmp_path / "b"], None)
+    s = regime.summarize([tmp_path / "a"], None)
+    assert regime.steer_summary(s, "x", {"scale": 2.0})["suites"]["metaworld"]["dp"]["5"]["delta"] == 10.0
+    with pytest.raises(ConfigError, match="not the chosen"):  # the run's ate arm used the paper's λ 2
+        regime.steer_summary(s, "x", {"scale": 1.0, "strength": "relative"})
+
+
+def test_sweep_choice_skips_alignment_ablations():
+    from ate.bench.pipeline import PAPER_GUIDANCE
+    from ate.bench.sweep import choose
+
+    g = {**PAPER_GUIDANCE, "kl_direction": "paper", "prior_mode": "aggregate"}
+    rows = [{"variant": "gmm", "arm": "ate", "n_demos": 5, "diff": 0.3, "ci95": [0.1, 0.5],
+             "guidance": {**g, "prior_mode": "gmm"}},
+            {"variant": "flip", "arm": "ate", "n_demos": 5, "diff": 0.1, "ci95": [0.0, 0.2],
+             "guidance": {**g, "sign": "flipped"}}]
+    c = choose(rows, "s/", "validation seeds")
+    assert c["variant"] == "flip" and [x["variant"] for x in c["candidates"]] == ["flip"]

@@ -137,8 +137,13 @@ def test_bench_config_round_trip(tmp_path):
     # results.json holds the config under "config"; options on the command line still win
     (tmp_path / "results.json").write_text(json.dumps({"schema": "ate.bench.results/1", "config": json.loads(first),
                                                         "summary": []}))
-    again = json.loads(ok(ate("bench", "--config", tmp_path / "results.json", "--seeds", 5, "--print-config")))
-    assert again == {**json.loads(first), "seeds": [5]}
+    again = json.loads(ok(ate("bench", "--config", tmp_path / "results.json", "--seeds", 5, "--out-dir", tmp_path / "c",
+                              "--print-config")))
+    assert again == {**json.loads(first), "seeds": [5], "out_dir": str(tmp_path / "c")}
+    # other settings into the folder the config names would replace its finished stages: refused in one line
+    r = ate("bench", "--config", tmp_path / "results.json", "--seeds", 5, "--print-config")
+    assert r.returncode == 1 and "seeds differ" in r.stderr and "--out-dir" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_bench_config_parses_to_the_same_bench_config(tmp_path):

@@ -89,6 +89,11 @@ def eval_speedup(path: str | Path | None = EVAL_SPEED_FILE) -> float | None:
         raise ConfigError(f"{path}: not an `ate.bench.eval_speed` result (no compare.speedup)") from None
 
 
+_SAME_IN_A_CURVE = ("source_robots", "source_tasks", "target_robot", "target_tasks", "n_source_demos", "pretrain_steps",
+                    "pretrain_lr", "policy_config", "seeds", "finetune_lr", "lora_lr", "finetune_epochs",
+                    "finetune_min_steps", "finetune_max_steps", "max_steps", "action_steps")
+
+
 def _check_mergeable(runs: list[dict], suite: str, family: str) -> None:
     """Runs of one suite × family merge only when they are disjoint in demos and share evaluation seeds."""
     seen: dict[int, str] = {}
@@ -98,6 +103,11 @@ def _check_mergeable(runs: list[dict], suite: str, family: str) -> None:
                 raise ConfigError(f"{seen[n]} and {r['_dir']} both hold {suite}/{family} at {n} demos per task; "
                                   "pass one run per number of demos (only disjoint runs merge)")
             seen[n] = r["_dir"]
+    for key in _SAME_IN_A_CURVE:  # one curve = one instrument: the same base, tasks, seeds and budget rule
+        values = {json.dumps(r["config"].get(key), sort_keys=True) for r in runs}
+        if len(values) > 1:
+            raise ConfigError(f"the {suite}/{family} runs differ in {key} ({' vs '.join(sorted(values))}); only runs of "
+                              "one setting merge into a curve")
     starts = {r["config"]["eval_seed_start"] for r in runs}
     if len(starts) > 1:
         raise ConfigError(f"the {suite}/{family} runs use different evaluation seeds (eval_seed_start {sorted(starts)}); "
@@ -170,7 +180,9 @@ def family_summary(runs: list[dict]) -> dict[str, Any]:
         "sft_by_demos": {n: c["mean"] for n, c in arms["sft"].items()},
         "arms": arms,
         "guidance_profile": _profiles(runs),
-        "runs": [{"dir": r["_dir"], "command": r.get("command"), "machine": r.get("machine"),
+        "runs": [{"dir": r["_dir"], "command": r.get("command"), "machine": r.get("machine"), "config": {
+                      k: r["config"].get(k) for k in ("scale", "sign", "clamp", "reduction", "encoder_mode", "strength",
+                                                      "noise_min", "noise_max", "latent_target", "t_cap")},
                   "total_wall_s": r.get("total_wall_s"), "n_target_demos": r["config"]["n_target_demos"],
                   "created": r.get("created")} for r in runs],
     }
@@ -291,28 +303,39 @@ def headroom(run_dir: str | Path, n_demos: int | None = None, band: tuple[float,
         raise ConfigError(f"{run_dir}: scored on seeds {cfg['eval_seed_start']}..., not validation seeds "
                           f"(>= {VALIDATION_SEED_START}); choose tasks on validation seeds only")
     n = config_headline(cfg) if n_demos is None else n_demos
-    final = max(s["step"] for s in res["summary"])
+    final = cfg["finetune_steps"]
     per_task = {s["task"]: _pct(s["success_rate"]) for s in res["summary"]
                 if s["arm"] == "sft" and s["n_demos"] == n and s["step"] == final and s["task"] != "all"}
     if not per_task:
         raise ConfigError(f"{run_dir}: no SFT result with {n} target demos")
     keep = [t for t, v in per_task.items() if band[0] <= v <= band[1]]
+    head_eps = cfg.get("headline_eval_episodes") if n == config_headline(cfg) else None
     return {"n_demos": n, "band": list(band), "per_task": per_task, "keep": keep, "run": str(run_dir),
-            "eval_seed_start": cfg["eval_seed_start"], "seeds": cfg["seeds"], "episodes": cfg["eval_episodes"]}
+            "eval_seed_start": cfg["eval_seed_start"], "seeds": cfg["seeds"],
+            "episodes": head_eps or cfg["eval_episodes"]}
 
 
 # ----------------------------------------------------------------------------------- steer summary
 STEER_SCHEMA = "ate.steer.summary/1"
 
 
-def steer_summary(summary: dict, chosen: str) -> dict[str, Any]:
+def steer_summary(summary: dict, chosen: str, options: dict | None = None) -> dict[str, Any]:
     """Issue 11's summary from a regime summary: per suite × family × demos, SFT, the chosen variant (the
-    regime's `ate_best` arm), their paired difference and CI, and ATE-paper for reference (percent)."""
+    regime's `ate_best` arm), their paired difference and CI, and ATE-paper for reference (percent).
+
+    options: the chosen guidance options; every run must have used them for its `ate` arm (else one-line
+    ConfigError), so another variant is never reported as the chosen one."""
     suites: dict[str, dict] = {}
     for suite, fams in summary["suites"].items():
         for family, e in fams.items():
             if not e:
                 continue
+            for run in e.get("runs", []):
+                cfg = run.get("config") or {}
+                bad = [k for k, v in (options or {}).items() if k in cfg and cfg[k] != v]
+                if bad and e["arms"].get("ate_best"):
+                    raise ConfigError(f"{run['dir']}: its ate arm used {', '.join(f'{k}={cfg[k]}' for k in bad)}, "
+                                      f"not the chosen {options}; it cannot stand for the chosen variant")
             cells = {}
             for n, best in e["arms"].get("ate_best", {}).items():
                 sft = e["arms"]["sft"].get(n)

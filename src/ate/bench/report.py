@@ -198,20 +198,31 @@ def summary_table(results: dict, n_demos: int | None = None, step: int | None = 
     tasks = ["all", *cfg["target_tasks"]]
     head = "| arm | " + " | ".join("mean (all tasks)" if t == "all" else t for t in tasks) + " |"
     lines = [head, "|" + "---|" * (len(tasks) + 1)]
-    for arm in config_arms(cfg):
+    for arm in config_arms(cfg) if n_demos == config_headline(cfg) else cfg["arms"]:
         cells = []
         for t in tasks:
             s = next((s for s in results["summary"] if s["arm"] == arm and s["n_demos"] == n_demos
                       and s["step"] == step and s["task"] == t), None)
             cells.append(f"{_pct(s['success_rate'])} {_ci(s['ci95'])}" if s else "–")
         lines.append(f"| {arm.upper()} | " + " | ".join(cells) + " |")
-    for arm in [a for a in config_arms(cfg) if a not in ("sft", "scratch")]:
+    for arm in [a for a in (config_arms(cfg) if n_demos == config_headline(cfg) else cfg["arms"])
+                if a not in ("sft", "scratch")]:
         diff = [next((c for c in results["comparisons"] if c["n_demos"] == n_demos and c["step"] == step
                       and c["task"] == t and (c["a"], c["b"]) == (arm, "sft")), None) for t in tasks]
         if any(diff):
             lines.append(f"| {arm.upper()} − SFT (paired) | " + " | ".join(
                 f"{100 * c['diff']:+.1f} {_ci(c['ci95'])}" if c else "–" for c in diff) + " |")
     return "\n".join(lines)
+
+
+def _curve_note(cfg: dict) -> str:
+    """The other demos counts' episodes and arms when the headline point has its own (headline_*)."""
+    eps = cfg.get("headline_eval_episodes")
+    extra = [a for a in cfg.get("headline_arms") or [] if a not in cfg["arms"]]
+    if (eps is None or eps == cfg["eval_episodes"]) and not extra:
+        return ""
+    return (f" at {config_headline(cfg)} demos ({cfg['eval_episodes']} at the other numbers of demos, where only "
+            f"{', '.join(cfg['arms'])} run)")
 
 
 def _budget(cfg: dict) -> str:
@@ -240,7 +251,7 @@ def write_report(results: dict, run_dir: Path) -> dict[str, Path]:
         f"{cfg['pretrain_steps']} steps); adapt to **{cfg['target_robot']}** on {', '.join(cfg['target_tasks'])} with "
         f"{n_main} demos per task, {_budget(cfg)}, training seeds {cfg['seeds']}; "
         f"{cfg.get('headline_eval_episodes') or cfg['eval_episodes']} evaluation episodes per (arm, seed, task) on "
-        f"seeds {cfg['eval_seed_start']}… "
+        f"seeds {cfg['eval_seed_start']}…{_curve_note(cfg)} "
         f"(identical for every arm).",
         "",
         "## Success rate (%) at the end of fine-tuning",

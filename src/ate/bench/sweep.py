@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ate.bench.report import config_arms
+
 GUIDANCE_KEYS = ("reduction", "sign", "scale", "clamp", "encoder_mode", "strength", "noise_min", "noise_max",
                  "latent_target", "kl_direction", "prior_mode")
 GUIDED = ("ate", "ate_paper", "ate_unaligned")
@@ -59,9 +61,9 @@ def collect(sweep_dir: str | Path) -> list[dict]:
             continue
         res = json.loads(res_file.read_text())
         cfg = res["config"]
-        final = max(s["step"] for s in res["summary"])
+        final = cfg["finetune_steps"]
         success = {(s["arm"], s["n_demos"]): s for s in res["summary"] if s["task"] == "all" and s["step"] == final}
-        for arm in (a for a in GUIDED if a in cfg["arms"]):
+        for arm in (a for a in GUIDED if a in config_arms(cfg)):
             for n in cfg["n_target_demos"]:
                 comp = next((c for c in res["comparisons"] if c["a"] == arm and c["b"] == "sft" and c["task"] == "all"
                              and c["n_demos"] == n and c["step"] == final), None)
@@ -129,7 +131,8 @@ def choose(rows: list[dict], evidence: str, chosen_on: str) -> dict:
     """
     by_variant: dict[str, list[dict]] = {}
     for r in rows:
-        if r["arm"] in ("ate", "ate_paper"):
+        # an alignment ablation (kl_direction, prior_mode) changes the VAE of every arm: not a guidance choice
+        if r["arm"] in ("ate", "ate_paper") and not {"kl_direction", "prior_mode"} & set(_changed_options(r["guidance"])):
             by_variant.setdefault(r["variant"], []).append(r)
     if not by_variant:
         raise ValueError("no ate / ate_paper rows to choose from")
@@ -198,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         if any(r["eval_seed_start"] < 200_000 for r in rows):
             raise SystemExit(f"{args.sweep_dir}: a variant was scored on test seeds (< 200000); choose on validation only")
         choice = choose(rows, str(out), args.chosen_on)
+        Path(args.choose).parent.mkdir(parents=True, exist_ok=True)
         Path(args.choose).write_text(json.dumps(choice, indent=2) + "\n")
         print(f"chosen ({CHOICE_RULE}): {choice['variant']} -> {choice['options']}; written: {args.choose}")
     return 0

@@ -42,7 +42,32 @@ def config_from_args(args: argparse.Namespace):
     # a regime run per policy family (the families do not share a folder)
     family = f"-{overrides.get('policy', 'dp')}" if args.preset == "regime" else ""
     overrides.setdefault("out_dir", f"runs/bench/{args.suite}-{args.preset}{family}")
-    return BenchConfig.from_preset(args.suite, args.preset, **overrides)
+    cfg = BenchConfig.from_preset(args.suite, args.preset, **overrides)
+    if "out_dir" in getattr(args, "from_config", ()):
+        _check_continues(cfg)
+    return cfg
+
+
+# options that do not change any stage's result: a run continued from its config may change them
+_RUNTIME_ONLY = ("progress", "workers", "torch_threads", "preset")
+
+
+def _check_continues(cfg) -> None:
+    """An out dir taken from --config (not given) may only continue that run: with other settings the
+    stage cache would replace its finished stages, so that is refused in one line naming the first field."""
+    from pathlib import Path
+
+    from ate.errors import ConfigError
+
+    stored = Path(cfg.out_dir) / "config.json"
+    if not stored.is_file():
+        return
+    old, new = json.loads(stored.read_text()), cfg.to_dict()
+    changed = [k for k in new if k not in _RUNTIME_ONLY and k in old and old[k] != new[k]]
+    if changed:
+        raise ConfigError(f"--config: {cfg.out_dir} holds a run with other settings ({', '.join(changed[:4])}"
+                          f"{' ...' if len(changed) > 4 else ''} differ); continuing there would replace its stages: "
+                          "give --out-dir <new folder>")
 
 
 CONFIG_HELP = ("JSON config of an earlier run: its config.json or results.json (or --print-config's output), or the "
@@ -104,7 +129,7 @@ def register(sub) -> None:
                                     "lies in the band (default 15-85 %%). Prints the table and writes headroom.json.")
     h.add_argument("run", metavar="RUN_DIR", help="run folder holding results.json (validation seeds)")
     h.add_argument("--n-demos", type=int, default=None, help="number of target demos (default: the run's headline)")
-    h.add_argument("--band", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+    h.add_argument("--band", type=_band_value, nargs=2, default=None, metavar=("LOW", "HIGH"),
                    help="SFT success band in percent (default: 15 85)")
     h.add_argument("--out", default=None, help="folder for headroom.json (default: the run folder)")
     h.set_defaults(func=_headroom)
@@ -133,12 +158,23 @@ def _run(args) -> int:
     return 0
 
 
+def _band_value(text: str) -> float:
+    v = float(text)
+    if not 0 <= v <= 100:
+        raise argparse.ArgumentTypeError(f"must be a percentage in [0, 100], got {text}")
+    return v
+
+
 def _headroom(args) -> int:
     from pathlib import Path
+
+    from ate.errors import ConfigError
 
     from ate.bench import regime
     from ate.checkpoint import write_json_atomic
 
+    if args.band and args.band[0] > args.band[1]:
+        raise ConfigError(f"--band {args.band[0]:g} {args.band[1]:g}: LOW must be <= HIGH")
     rule = regime.headroom(args.run, args.n_demos, tuple(args.band) if args.band else regime.HEADROOM)
     lo, hi = rule["band"]
     print(f"SFT at {rule['n_demos']} demos per task (validation seeds {rule['eval_seed_start']}...), band {lo:g}-{hi:g} %:")
@@ -163,7 +199,8 @@ def _summarize(args) -> int:
 
         out = Path(args.steer_out)
         out.mkdir(parents=True, exist_ok=True)
-        steer = regime.steer_summary(summary, f"{STEER_CHOICE['variant']}: {STEER_CHOICE['name']}")
+        steer = regime.steer_summary(summary, f"{STEER_CHOICE['variant']}: {STEER_CHOICE['name']}",
+                                     STEER_CHOICE["options"])
         (out / "summary.json").write_text(json.dumps(steer, indent=2) + "\n")
         paths["steer_summary"] = out / "summary.json"
     for suite, fams in summary["suites"].items():

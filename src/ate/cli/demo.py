@@ -70,7 +70,8 @@ def _run(args) -> int:
     wall = time.perf_counter() - t0
     print(f"\nSFT vs ATE, {cfg.source_robots} -> {cfg.target_robot}, {', '.join(cfg.target_tasks)}, "
           f"{cfg.n_target_demos[0]} target demos, seeds {cfg.seeds}, {cfg.eval_episodes} episodes each "
-          f"(success %, 95 % CI). ATE_PAPER = the published guidance; ATE = {STEER_CHOICE['name']}:\n")
+          f"(success %, 95 % CI). ATE_PAPER = the published guidance; ATE = {STEER_CHOICE['name']}, chosen on "
+          f"{STEER_CHOICE['chosen_on']} (not on this task):\n")
     print(summary_table(results))
     n, step = cfg.headline, cfg.finetune_steps
     print()
