@@ -40,6 +40,7 @@ import numpy as np
 
 from ate.errors import ConfigError
 from ate.bench.report import BASE_GATE as _REPORT_BASE_GATE
+from ate.bench.report import config_headline
 
 SCHEMA = "ate.regime.summary/1"
 RESULTS_SCHEMA = "ate.bench.results/1"
@@ -167,8 +168,6 @@ def family_summary(runs: list[dict]) -> dict[str, Any]:
     for arm, cells in arms.items():  # demos in numeric order (runs merged in any order)
         arms[arm] = dict(sorted(cells.items(), key=lambda kv: int(kv[0])))
     start = runs[0]["config"]["eval_seed_start"]
-    from ate.bench.report import config_headline
-
     heads = {config_headline(r["config"]) for r in runs}
     head_eps = [e["episodes"] for r in runs for e in r["evaluations"] if e["arm"] != "pretrained"
                 and e["n_demos"] in heads and e["step"] == r["config"]["finetune_steps"]]
@@ -295,8 +294,6 @@ def headroom(run_dir: str | Path, n_demos: int | None = None, band: tuple[float,
     run must be scored on validation seeds (eval_seed_start >= VALIDATION_SEED_START), so the test seeds never
     choose the tasks. Returns {"n_demos", "band", "per_task" {task: SFT %}, "keep" [tasks], "run"}.
     """
-    from ate.bench.report import config_headline
-
     res = load_run(run_dir)
     cfg = res["config"]
     if cfg["eval_seed_start"] < VALIDATION_SEED_START:

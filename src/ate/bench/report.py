@@ -198,15 +198,15 @@ def summary_table(results: dict, n_demos: int | None = None, step: int | None = 
     tasks = ["all", *cfg["target_tasks"]]
     head = "| arm | " + " | ".join("mean (all tasks)" if t == "all" else t for t in tasks) + " |"
     lines = [head, "|" + "---|" * (len(tasks) + 1)]
-    for arm in config_arms(cfg) if n_demos == config_headline(cfg) else cfg["arms"]:
+    arms = config_arms(cfg) if n_demos == config_headline(cfg) else cfg["arms"]  # headline arms run only there
+    for arm in arms:
         cells = []
         for t in tasks:
             s = next((s for s in results["summary"] if s["arm"] == arm and s["n_demos"] == n_demos
                       and s["step"] == step and s["task"] == t), None)
             cells.append(f"{_pct(s['success_rate'])} {_ci(s['ci95'])}" if s else "–")
         lines.append(f"| {arm.upper()} | " + " | ".join(cells) + " |")
-    for arm in [a for a in (config_arms(cfg) if n_demos == config_headline(cfg) else cfg["arms"])
-                if a not in ("sft", "scratch")]:
+    for arm in [a for a in arms if a not in ("sft", "scratch")]:
         diff = [next((c for c in results["comparisons"] if c["n_demos"] == n_demos and c["step"] == step
                       and c["task"] == t and (c["a"], c["b"]) == (arm, "sft")), None) for t in tasks]
         if any(diff):

@@ -143,7 +143,7 @@ def choose(rows: list[dict], evidence: str, chosen_on: str) -> dict:
                        "by_demos": {str(r["n_demos"]): {"diff": r["diff"], "ci95": r["ci95"]} for r in rs}})
     scored.sort(key=lambda c: (-round(c["score"], 9), len(c["options"]), c["variant"]))
     best = scored[0]
-    return {"schema": "ate.steer.choice/1", "name": _guidance_label({**rows[0]["guidance"], **_paper_with(best)}),
+    return {"schema": "ate.steer.choice/1", "name": _guidance_label(_paper_with(best)),
             "variant": best["variant"], "options": best["options"], "rule": CHOICE_RULE, "chosen_on": chosen_on,
             "evidence": [evidence], "candidates": scored,
             "note": "the guidance options of the `ate` arm (ATE-best) in the regime preset and `ate demo`; every "
