@@ -62,7 +62,7 @@ from ate.align.prior import PriorSummary, fit_prior
 from ate.align.vae import ActionVAE, VAEConfig
 from ate.checkpoint import load_tensors, load_training_state, read_json, write_json_atomic
 from ate.errors import CheckpointError, ConfigError, DataError, ShapeMismatchError
-from ate.training import DEVICES, cosine_lr_factor, rank_share, resolve_device
+from ate.training import DEVICES, MetricsLog, cosine_lr_factor, log_backend, rank_share, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -225,52 +225,6 @@ def _batch(dataset, indices, device: torch.device) -> dict[str, torch.Tensor]:
     return {"action": out["action"].to(device, non_blocking=True), "is_pad": out["is_pad"].to(device)}
 
 
-def _step_of(line: str) -> float:
-    """Step of a metrics line; a line cut short by a killed process (or blank) counts as past any checkpoint."""
-    try:
-        return json.loads(line)["step"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return math.inf
-
-
-def _log_backend(log_to: str):
-    """The --log-to package, or one line saying which package and extra to install."""
-    from ate._optional import require
-
-    return require({"wandb": "wandb", "tensorboard": "tensorboard"}[log_to], "log", f"--log-to {log_to}")
-
-
-class _Logger:
-    """metrics.jsonl (+ optional wandb / tensorboard)."""
-
-    def __init__(self, out_dir: Path, cfg: AlignConfig, resume_step: int, enabled: bool):
-        self.path, self.enabled = out_dir / "metrics.jsonl", enabled
-        if enabled and self.path.exists():  # drop lines written after the checkpoint we resume from
-            keep = [ln for ln in self.path.read_text().splitlines() if _step_of(ln) <= resume_step]
-            self.path.write_text("".join(ln + "\n" for ln in keep))
-        self.backend = None
-        if enabled and cfg.log_to == "wandb":
-            wandb = _log_backend(cfg.log_to)
-            self.backend = wandb.init(project=cfg.wandb_project, config=cfg.to_dict(), dir=str(out_dir))
-        elif enabled and cfg.log_to == "tensorboard":
-            _log_backend(cfg.log_to)
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.backend = SummaryWriter(str(out_dir / "tb"))
-
-    def log(self, row: dict) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        if self.backend is not None and hasattr(self.backend, "log"):
-            self.backend.log(row, step=row["step"])
-        elif self.backend is not None:
-            for k, v in row.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    self.backend.add_scalar(k, v, row["step"])
-
-
 def _log_line(row: dict) -> str:
     """The progress line printed instead of a bar (no TTY or --no-progress)."""
     keys = ("loss", "recon", "kl", "mmd", "val_loss")
@@ -358,7 +312,7 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
     main = rank == 0
     out_dir = Path(out_dir)
     if cfg.log_to != "none":  # a missing logging package fails before any work
-        _log_backend(cfg.log_to)
+        log_backend(cfg.log_to)
     if cfg.batch_size % world:
         raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
     local_bs = cfg.batch_size // world
@@ -417,7 +371,7 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
     model = vae
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(vae, device_ids=[device.index] if device.type == "cuda" else None)
-    metrics = _Logger(out_dir, cfg, step, main)
+    metrics = MetricsLog(out_dir, step, main, cfg.log_to, cfg.wandb_project, cfg.to_dict())
 
     def lr_at(s: int) -> float:
         if cfg.lr_schedule == "epoch_decay":

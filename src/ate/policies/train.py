@@ -259,7 +259,7 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
 
     from ate.checkpoint import write_json_atomic
     from ate.steer import BatchShard
-    from ate.training import cosine_lr_factor, rank_share, resolve_device
+    from ate.training import MetricsLog, cosine_lr_factor, rank_share, resolve_device
 
     if cfg.epochs is not None:
         cfg = cfg.resolve_steps(len(dataset))
@@ -298,8 +298,7 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
         write_json_atomic(out / "train_config.json", {**(run_info or {}), "train": dataclasses.asdict(cfg),
                                                       "resolved_steps": cfg.steps, "num_windows": len(dataset),
                                                       "policy": policy.config.to_dict(), "world_size": world})
-        if not start:
-            (out / "metrics.jsonl").write_text("")
+    metrics = MetricsLog(out, start, acc.is_main_process)  # rows after the checkpoint resumed from are dropped
     dtype = next(policy.parameters()).dtype  # data follow the weights (float64 in the exactness tests)
     model = acc.prepare(policy)
     ema_device_sync = acc.unwrap_model(model)
@@ -346,8 +345,7 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
             now = time.perf_counter()
             rec = {"step": done, "lr": lr, "step_s": (now - t_log) / n_acc,
                    **{k: v / n_acc for k, v in acc_diag.items()}}
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            metrics.log(rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", refresh=False)
             if not use_bar:
                 logger.info("train %s step %d/%d loss %.4f lr %.2e %.1f samples/s", policy.config.type, done,
