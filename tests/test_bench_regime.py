@@ -205,20 +205,25 @@ def test_headroom_rule_keeps_tasks_inside_the_band_on_validation_seeds_only(tmp_
         regime.headroom(tmp_path / "val", n_demos=3)
 
 
-def test_regime_preset_follows_the_committed_validation_evidence():
+# per family: the committed validation run whose SFT LR the sweep chose and whose headroom rule picked the tasks
+REGIME_EVIDENCE = {"dp": "metaworld-dp-base-gate/d50-s30k", "pi0": "metaworld-pi0-val/sft-lr1e-3"}
+
+
+@pytest.mark.parametrize("family", list(REGIME_EVIDENCE))
+def test_regime_preset_follows_the_committed_validation_evidence(family):
     """The preset's choices are the ones the committed validation runs made, and it scores on test seeds."""
     from pathlib import Path
 
     from ate.bench.pipeline import STEER_CHOICE
 
     root = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "regime"
-    cfg = BenchConfig.from_preset("metaworld", "regime")
-    gate = root / "metaworld-dp-base-gate" / "d50-s30k"
+    cfg = BenchConfig.from_preset("metaworld", "regime", policy=family)
+    gate = root / REGIME_EVIDENCE[family]
     rule = json.loads((gate / "headroom.json").read_text())
     assert cfg.target_tasks == rule["keep"] and rule["eval_seed_start"] >= regime.VALIDATION_SEED_START
     gate_cfg = json.loads((gate / "config.json").read_text())  # the base that passed the 80 % gate
-    for k in ("n_source_demos", "pretrain_steps", "pretrain_lr", "source_tasks", "policy_config", "finetune_lr",
-              "finetune_epochs", "finetune_min_steps", "finetune_max_steps"):
+    for k in ("policy", "n_source_demos", "pretrain_steps", "pretrain_lr", "source_tasks", "policy_config",
+              "finetune_lr", "finetune_epochs", "finetune_min_steps", "finetune_max_steps"):
         assert getattr(cfg, k) == gate_cfg[k], k
     assert cfg.eval_seed_start < regime.VALIDATION_SEED_START  # test seeds
     assert cfg.headline == 5 and cfg.episodes_at(5) >= 50 and len(cfg.seeds) >= 3
