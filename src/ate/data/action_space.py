@@ -113,10 +113,6 @@ class ActionSpace:
             raise ConfigError(f"action-space normalizer: {exc}") from None
         return cls(**{**d, "normalizer": norm})
 
-    def describe(self, name: str) -> str:
-        """Field `name` as compare() shows it."""
-        return _show(name, getattr(self, name))
-
 
 # ------------------------------------------------------------------------------------------------ compare
 def compare(expected: ActionSpace, found: ActionSpace, what: str, *, expected_name: str = "expected",
