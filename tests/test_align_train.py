@@ -44,8 +44,12 @@ def _tree(path):
 
 def test_model_dir_contents(stage1):
     files = {p.name for p in stage1.iterdir()}
-    assert files == {"model.safetensors", "config.json"}
+    assert files == {"model.safetensors", "config.json", "action_space.json"}
     cfg = json.loads((stage1 / "config.json").read_text())
+    space = json.loads((stage1 / "action_space.json").read_text())["spaces"]
+    assert [{k: v for k, v in s.items() if k != "normalizer"} for s in space] == [
+        {"robot": None, "action_dim": 4, "horizon": 8, "pad": "repeat", "action_index": None}]
+    assert space[0]["normalizer"] == cfg["normalizer"]
     assert cfg["format"] == "ate.aligned_vae" and cfg["stage"] == 1
     assert cfg["normalizer"]["dim"] == 4 and cfg["normalizer"]["mode"] == "minmax"
     assert cfg["chunk"] == {"horizon": 8, "pad": "repeat"}

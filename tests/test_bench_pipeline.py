@@ -130,6 +130,31 @@ def test_results_schema_report_and_plots(tmp_path):
     assert "ATE − SFT" in (tmp_path / "report.md").read_text()
 
 
+def test_target_action_space_is_the_finetuning_space(tmp_path):
+    """Stage 2 and every arm train the target robot in one ActionSpace: the pretrained stats for a known robot,
+    stats fitted on the target demos for a new one; the policy's chunk length and pad="repeat" either way."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_policies_helpers import write_demos
+
+    from ate.bench.pipeline import _target_action_space
+    from ate.data import Normalizer, load_episodes
+    from ate.policies import make_policy
+    from ate.policies.data import load_sources, prepare_policy
+
+    src = write_demos(tmp_path / "src", "Sawyer", 4, 5, n_eps=2, T=12)
+    tgt = write_demos(tmp_path / "tgt", "UR5e", 3, 5, n_eps=2, T=12, seed=1)
+    policy = make_policy("dp", horizon=8, state_dim=8, down_dims=(16, 32), cond_dim=16)
+    prepare_policy(policy, load_sources(src))
+    known = _target_action_space(policy, "Sawyer", src, "minmax")
+    assert known == policy.action_space("Sawyer", pad="repeat") and known.normalizer is policy.normalizers["Sawyer"]["action"]
+    new = _target_action_space(policy, "UR5e", tgt, "minmax")
+    assert (new.robot, new.action_dim, new.horizon, new.pad, new.action_index) == ("UR5e", 3, 8, "repeat", None)
+    assert new.normalizer == Normalizer.fit(load_episodes(str(tgt)), mode="minmax")
+
+
 @pytest.mark.sim
 @pytest.mark.slow
 def test_smoke_pipeline_end_to_end_and_resume(tmp_path):

@@ -44,6 +44,32 @@ def test_normalizer_errors_name_the_problem():
         normalizer_from_stats(bad, "MIN_MAX")
 
 
+def test_lerobot_action_space_is_what_the_plugin_compares():
+    """The record `ate lerobot align` trains the VAEs in and the plugin checks a VAE against: the stats'
+    normaliser and the chunk length; float32 stats (LeRobot's tensors) agree, other stats are refused."""
+    import dataclasses
+
+    from ate.data.action_space import compare
+    from ate.errors import ActionSpaceMismatchError, CheckpointError
+    from ate.integrations.lerobot_common import STATS_ATOL, STATS_RTOL, lerobot_action_space
+
+    space = lerobot_action_space(STATS, "MIN_MAX", 16, source="ds/meta/stats.json")
+    assert (space.action_dim, space.horizon, space.robot, space.pad) == (3, 16, None, None)
+    assert space.normalizer == normalizer_from_stats(STATS, "MIN_MAX")
+    f32 = {"action": {k: torch.tensor(v, dtype=torch.float32) for k, v in STATS["action"].items()}}
+    policy_side = lerobot_action_space(f32, "MIN_MAX", 16, action_dim=3, source="dataset stats")
+    compare(policy_side, space, what="vae", rtol=STATS_RTOL, atol=STATS_ATOL)
+    wrong = {"action": {**STATS["action"], "max": [4.0, 1.0, 3.0]}}
+    with pytest.raises(CheckpointError, match=r"^vae: normalisation stats mismatch \(normalizer\): minmax normaliser"):
+        compare(lerobot_action_space(wrong, "MIN_MAX", 16), space, what="vae", rtol=STATS_RTOL, atol=STATS_ATOL)
+    with pytest.raises(ActionSpaceMismatchError, match=r"chunk length mismatch \(horizon\): H=16 \(found\) vs H=50"):
+        compare(lerobot_action_space(None, "MIN_MAX", 50, action_dim=3), space, what="vae", ignore=("normalizer",))
+    compare(lerobot_action_space(None, "MIN_MAX", 16, action_dim=3), dataclasses.replace(space, pad="repeat"),
+            what="vae", ignore=("normalizer",))  # stats unknown: only D and H are checked
+    with pytest.raises(DataError, match="no stats, so the action dims must be given"):
+        lerobot_action_space(None, "MIN_MAX", 16)
+
+
 def test_chunk_defaults_follow_lerobot():
     assert chunk_defaults("ate_diffusion")["norm_mode"] == "MIN_MAX"
     assert chunk_defaults("pi0")["horizon"] == 50 and chunk_defaults("pi05")["norm_mode"] == "QUANTILES"

@@ -17,6 +17,12 @@ class CheckpointError(ATEError, ValueError):
     """A checkpoint is missing, incomplete or does not fit what it is loaded into."""
 
 
+class ActionSpaceMismatchError(ShapeMismatchError, CheckpointError):
+    """Two action-space records that must agree do not (a VAE and the policy it guides, a directory and its own
+    config files): `ate.data.action_space.compare`. A ShapeMismatchError and a CheckpointError both, so code that
+    caught either of the checks it replaces still catches it."""
+
+
 class ConfigError(ATEError, ValueError):
     """An option / config field has a value outside what it accepts (raised by the config dataclasses)."""
 

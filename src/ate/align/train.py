@@ -17,6 +17,10 @@ Run directory::
       best/             best validation checkpoint (model only)
       model/            the deliverable: best (or last) weights + normaliser + prior, what load_aligned_vae reads
 
+Each checkpoint directory (last/, best/, model/) holds ``action_space.json`` (`ate.data.action_space`): the
+robot (the data's ``robot`` attribute when all episodes share one), D, H, pad rule and normaliser, the
+record a policy compares with its own before this VAE guides it.
+
 Resume: re-running the same command with the same ``out_dir`` continues from ``last/``; the data order,
 noise draws and LR schedule are functions of (seed, step) plus saved generator states, so an interrupted
 run ends with exactly the weights of an uninterrupted one.
@@ -61,6 +65,7 @@ from ate.align.losses import kl_to_standard_normal, mmd, reconstruction_loss
 from ate.align.prior import PriorSummary, fit_prior
 from ate.align.vae import ActionVAE, VAEConfig
 from ate.checkpoint import load_tensors, load_training_state, read_json, write_json_atomic
+from ate.data.action_space import ActionSpace
 from ate.errors import CheckpointError, ConfigError, DataError, ShapeMismatchError
 from ate.training import DEVICES, MetricsLog, cosine_lr_factor, log_backend, rank_share, resolve_device
 
@@ -220,6 +225,12 @@ def _make_datasets(eps, cfg: AlignConfig, normalizer, horizon: int, main: bool =
     return train, val, normalizer
 
 
+def _robot_of(eps) -> str | None:
+    """The robot all episodes name in their ``robot`` attribute, or None (no attribute, or several robots)."""
+    robots = [a.get("robot") for a in eps.episode_attrs]
+    return str(robots[0]) if robots and robots[0] and all(r == robots[0] for r in robots) else None
+
+
 def _batch(dataset, indices, device: torch.device) -> dict[str, torch.Tensor]:
     out = dataset[np.asarray(indices, dtype=np.int64)]  # one vectorised gather (lazy storage friendly)
     return {"action": out["action"].to(device, non_blocking=True), "is_pad": out["is_pad"].to(device)}
@@ -331,6 +342,8 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
     meta = {"stage": stage, "source_checkpoint": source_ckpt, "data": str(eps.source),
             "normalizer": normalizer.to_dict(), "chunk": {"horizon": horizon, "pad": cfg.pad},
             "align_config": cfg.to_dict(), "vae_config": vae_cfg.to_dict(), **(run_info or {})}
+    space = ActionSpace(robot=_robot_of(eps), action_dim=vae_cfg.action_dim, horizon=horizon, pad=cfg.pad,
+                        normalizer=normalizer)
 
     last = out_dir / "last"
     if (last / "training_state" / "state.json").is_file():
@@ -381,7 +394,7 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
 
     def save(kind: str, with_state: bool) -> None:
         save_vae_checkpoint(out_dir / kind, vae, meta, prior=None, training=(opt, {"noise": g_noise},
-                            {"step": step, "best": best}) if with_state else None)
+                            {"step": step, "best": best}) if with_state else None, action_space=space)
 
     bar = None
     if main and cfg.progress and sys.stderr.isatty():  # redrawn bars would flood a log file: log lines there
@@ -461,7 +474,7 @@ def _finish(out_dir: Path, stage: int, prior: PriorSummary | None, cfg: AlignCon
     if stage == 1:
         prior = fit_prior(bundle.vae, fit_data, cfg.prior_mode, max_samples=cfg.prior_max_samples,
                           gmm_components=cfg.gmm_components, seed=cfg.seed, progress=cfg.progress)
-    save_vae_checkpoint(out_dir / "model", bundle.vae, bundle.meta, prior=prior)
+    save_vae_checkpoint(out_dir / "model", bundle.vae, bundle.meta, prior=prior, action_space=bundle.action_space)
     return out_dir / "model"
 
 

@@ -16,7 +16,8 @@ parameters changed, and resumes an interrupted training stage from its last chec
                   and chunk definition (horizon, pad), + prior summary.
 5. `stage2-*`     adaptation VAE on the target chunks (per number of target demos and training seed),
                   aligned to the stage-1 prior, in the action space the fine-tuned policy will use for
-                  the target robot (its normaliser is passed to both fine-tuning arms).
+                  the target robot (its normaliser is passed to both fine-tuning arms); the VAE's
+                  action_space.json is compared with that space, for a cached stage too.
 6. `train-*`      the arms, all from the same pretrained checkpoint with the same data / budget / seed:
                   `sft` (guidance off), `ate` (latent guidance as configured: the variant under test),
                   `ate_paper` (the paper's published guidance exactly: λ 2, κ 0.1, reference sign and
@@ -592,26 +593,34 @@ def _run_bench(config: BenchConfig, pool, command: str | None) -> dict[str, Any]
     # 5.-7. per number of target demos and seed: stage 2, the arms, evaluation -----------------------
     for n in cfg.n_target_demos:
         tdir = target_dirs[n]
-        target_norm = _target_normalizer(policy, cfg.target_robot, tdir, norm_mode)
+        # the action space every fine-tuning arm trains the target robot in, and so every stage-2 VAE's
+        target_space = _target_action_space(policy, cfg.target_robot, tdir, norm_mode)
         for seed in cfg.seeds:
             def stage2(aligned: bool) -> tuple[Path, dict]:
                 """The adaptation VAE on these demos: aligned to the stage-1 prior, or target-only (no KL / MMD)."""
+                from ate.align.checkpoint import vae_dir_action_space
+                from ate.data.action_space import compare
+
                 name = f"stage2-n{n}-seed{seed}" if aligned else f"stage2u-n{n}-seed{seed}"
                 s2_dir = vae_dir / name
-                a2 = cfg.align_config(cfg.stage2_steps, seed, horizon, "repeat", norm_mode)
+                a2 = cfg.align_config(cfg.stage2_steps, seed, target_space.horizon, target_space.pad, norm_mode)
                 if not aligned:
                     a2 = dataclasses.replace(a2, w_kl=0.0, w_mmd=0.0)
 
                 def do_stage2():
                     from ate.align.train import train_stage2
 
-                    return str(train_stage2(str(tdir), s2_dir, s1_model, a2, normalizer=target_norm))
+                    return str(train_stage2(str(tdir), s2_dir, s1_model, a2, normalizer=target_space.normalizer))
 
                 p2 = dict(stage1=s1_params, data=str(tdir), data_files=_files(tdir), vae={k: v for k, v in a2.to_dict().items() if k not in _NOT_STAGE_PARAMS},
-                          normalizer=target_norm.to_dict())
+                          normalizer=target_space.normalizer.to_dict())
                 log(f"stage 2 VAE ({'aligned' if aligned else 'target-only'}) on {n} target demos/task, seed {seed} "
                     f"({cfg.stage2_steps} steps)")
-                return Path(stages.run(name, p2, do_stage2, output=s2_dir)), p2
+                model = Path(stages.run(name, p2, do_stage2, output=s2_dir))
+                # a cached stage too: the VAE on disk must be in the target action space
+                compare(target_space, vae_dir_action_space(model), what=str(model),
+                        expected_name=f"target robot {cfg.target_robot}", found_name="stage-2 VAE")
+                return model, p2
 
             # every fine-tuning arm reads the target action stats from the (aligned) stage-2 VAE
             arms = cfg.arms_at(n)
@@ -675,14 +684,16 @@ def _expert_stats(folder: Path, suite: str, task: str, robot: str, seed0: int, p
     return {"task": task, "robot": robot, "n": len(kept), "expert_success_rate": len(kept) / tried, "seeds_tried": tried}
 
 
-def _target_normalizer(policy, robot: str, target_dir: Path, mode: str):
-    """The action space the fine-tuned policy uses for the target robot: the pretrained statistics for a
-    robot the policy knows (MetaWorld), else statistics fitted on the target demos (a new arm)."""
-    from ate.data import Normalizer, load_episodes
+def _target_action_space(policy, robot: str, target_dir: Path, mode: str):
+    """The action space the fine-tuned policy uses for the target robot: the policy's chunk length and
+    pad="repeat", with the pretrained statistics for a robot the policy knows (MetaWorld), else statistics
+    fitted on the target demos (a new arm)."""
+    from ate.data import ActionSpace, Normalizer, load_episodes
 
     if robot in policy.normalizers:
-        return policy.normalizers[robot]["action"]
-    return Normalizer.fit(load_episodes(str(target_dir)), mode=mode)
+        return policy.action_space(robot, pad="repeat")
+    norm = Normalizer.fit(load_episodes(str(target_dir)), mode=mode)
+    return ActionSpace(robot=robot, action_dim=norm.dim, horizon=policy.config.horizon, pad="repeat", normalizer=norm)
 
 
 def _train_finetune(tdir: Path, out: Path, init: Path, vae: Path, stats_vae: Path, arm: str, cfg: BenchConfig,

@@ -53,8 +53,9 @@ def register(sub) -> None:
         s.add_argument("--key", default=None, help="per-frame field to read (default: the format's action field)")
         s.add_argument("--out", required=True, help="run directory (re-run the same command to resume)")
         s.add_argument("--normalizer-from", default=None,
-                       help="take normalisation stats from a checkpoint dir / JSON instead of fitting them "
-                            "(use the policy's, so the VAE sees exactly the policy's action space)")
+                       help="take normalisation stats from a VAE / policy dir (one robot) or a Normalizer JSON "
+                            "instead of fitting them (use the policy's, so the VAE sees exactly the policy's action "
+                            "space)")
         if name == "stage2":
             s.add_argument("--source", required=True, help="stage-1 run or model directory (its prior is the target)")
         add_dataclass_options(s, AlignConfig, group="training options")
@@ -67,32 +68,20 @@ def register(sub) -> None:
     t.set_defaults(func=_toy)
 
 
-def _normalizer(path):
-    if path is None:
-        return None
-    import json
-    from pathlib import Path
-
-    from ate.data import Normalizer
-
-    p = Path(path)
-    cfg = json.loads((p / "config.json" if p.is_dir() else p).read_text())
-    return Normalizer.from_dict(cfg.get("normalizer", cfg))
-
-
 def _run(args) -> int:
     from pathlib import Path
 
     from ate.align.train import AlignConfig, train_stage1, train_stage2
     from ate.cli._options import check_config_out, dataclass_from_args
     from ate.data import load_episodes
+    from ate.data.action_space import load_normalizer
 
     out_dir = Path(args.out)
     check_config_out(args, "out", "--out", occupied=(out_dir / "run.json").is_file(),
                      resumable=(out_dir / "last" / "training_state" / "state.json").is_file())
     cfg = dataclass_from_args(AlignConfig, args)
     eps = load_episodes(args.data, format=args.format, key=args.key)
-    norm = _normalizer(args.normalizer_from)
+    norm = load_normalizer(args.normalizer_from) if args.normalizer_from else None
     # the options beyond AlignConfig, so that run.json is the whole command (ate align ... --config <run>)
     info = {"data": args.data, "data_format": args.format, "data_key": args.key,
             "normalizer_from": args.normalizer_from, "out": args.out}

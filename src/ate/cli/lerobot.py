@@ -41,12 +41,14 @@ def register(sub) -> None:
 
 
 def _align(args: argparse.Namespace) -> int:
+    import dataclasses
     from pathlib import Path
 
     from ate.align.train import AlignConfig, train_stage1, train_stage2
     from ate.cli._options import dataclass_from_args
     from ate.data import load_episodes
-    from ate.integrations.lerobot_common import chunk_defaults, normalizer_from_stats, read_stats
+    from ate.data.action_space import compare
+    from ate.integrations.lerobot_common import chunk_defaults, lerobot_action_space, read_stats
 
     defaults = chunk_defaults(args.policy)
     horizon = args.horizon or defaults["horizon"]
@@ -55,18 +57,16 @@ def _align(args: argparse.Namespace) -> int:
     models = []
     for stage, root in ((1, args.source), (2, args.target)):
         eps = load_episodes(root, format="lerobot", key=args.key)
-        norm = normalizer_from_stats(read_stats(root), mode, key=args.key, source=f"{root}/meta/stats.json")
-        if norm.dim != eps.dim:
-            from ate.errors import ShapeMismatchError
-
-            raise ShapeMismatchError(f"{root}: meta/stats.json has {norm.dim} dims for {args.key!r} but the data "
-                                     f"has {eps.dim}")
-        cfg = dataclass_from_args(AlignConfig, args, horizon=horizon,
+        # the action space the LeRobot policy trains in: the VAE's record must be this one (the plugin compares)
+        space = lerobot_action_space(read_stats(root), mode, horizon, key=args.key, source=f"{root}/meta/stats.json")
+        compare(space, dataclasses.replace(space, action_dim=eps.dim), what=f"{root} field {args.key!r}",
+                expected_name="meta/stats.json", found_name="the data")
+        cfg = dataclass_from_args(AlignConfig, args, horizon=space.horizon,
                                   normalization="meanstd" if mode == "MEAN_STD" else "minmax")
         if stage == 1:
-            models.append(train_stage1(eps, out / "stage1", cfg, normalizer=norm))
+            models.append(train_stage1(eps, out / "stage1", cfg, normalizer=space.normalizer))
         else:
-            models.append(train_stage2(eps, out / "stage2", models[0], cfg, normalizer=norm))
+            models.append(train_stage2(eps, out / "stage2", models[0], cfg, normalizer=space.normalizer))
     field = "horizon" if args.policy == "diffusion" else "chunk_size"
     print(f"stage 1: {models[0]}\nstage 2: {models[1]}\n"
           f"lerobot-train ... --policy.type=ate_{args.policy} "

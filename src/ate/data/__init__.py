@@ -4,8 +4,12 @@
     norm = Normalizer.fit(eps, mode="minmax")           # streaming stats, [-1, 1]
     ds = ChunkDataset(eps, horizon=16, normalizer=norm, pad="repeat")
     ds[0]["action"].shape  # (16, D)
+
+`ActionSpace` (`ate.data.action_space`) is the record of that space (robot, D, H, pad rule, normaliser) that
+every VAE and policy directory holds as action_space.json, compared by `ate.data.action_space.compare`.
 """
 
+from ate.data.action_space import ActionSpace
 from ate.data.chunks import ChunkDataset, check_aligned, split_episodes
 from ate.data.episodes import EpisodeSet
 from ate.data.formats import FORMATS, detect_format
@@ -17,6 +21,7 @@ from ate.data.validate import validate_episodes
 
 __all__ = [
     "FORMATS",
+    "ActionSpace",
     "ChunkDataset",
     "EpisodeSet",
     "LazyArray",

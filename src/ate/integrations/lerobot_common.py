@@ -11,6 +11,10 @@ the action space the policy trains in.
 - :func:`normalizer_from_stats`: an :class:`ate.data.Normalizer` equal to LeRobot's NormalizerProcessorStep
   for ``MIN_MAX`` ([min, max] → [-1, 1]), ``MEAN_STD`` and ``QUANTILES`` / ``QUANTILE10`` (the q01/q99 or
   q10/q90 range mapped to [-1, 1], i.e. min-max with the quantiles as bounds).
+- :func:`lerobot_action_space`: the :class:`ate.data.ActionSpace` a LeRobot policy trains in (those stats'
+  normaliser, its chunk length), what ``ate lerobot align`` trains the VAEs in and what the plugin compares
+  the VAE's record with (:func:`ate.data.action_space.compare`, tolerance :data:`STATS_RTOL` /
+  :data:`STATS_ATOL`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ _MODE_KEYS = {
 }
 # LeRobot's NormalizerProcessorStep eps: it divides by (max - min) unless that is exactly 0, and by std + 1e-8.
 _LEROBOT_EPS = 1e-8
+# how close the VAE's normaliser (from meta/stats.json) must be to the one the plugin rebuilds from the stats
+# LeRobot hands the policy (float32 tensors): on the scale and offset of the affine map
+STATS_RTOL, STATS_ATOL = 1e-4, 1e-5
 
 
 def read_stats(root: str | Path) -> dict:
@@ -113,3 +120,18 @@ def chunk_defaults(policy: str) -> dict[str, Any]:
     if base not in POLICY_DEFAULTS:
         raise ValueError(f"unknown LeRobot policy family {policy!r}; choose from {sorted(POLICY_DEFAULTS)}")
     return dict(POLICY_DEFAULTS[base])
+
+
+def lerobot_action_space(stats: Mapping[str, Mapping[str, Any]] | None, norm_mode, horizon: int,
+                         action_dim: int | None = None, key: str = "action", source: str = "stats.json"):
+    """The :class:`ate.data.ActionSpace` of a LeRobot policy: chunks of ``horizon`` steps of feature ``key``,
+    normalised as :func:`normalizer_from_stats` says (``stats`` None: statistics not known, normalizer None).
+    ``action_dim`` defaults to the stats' dims. No robot and no pad rule: LeRobot's policy names neither."""
+    from ate.data import ActionSpace
+
+    norm = normalizer_from_stats(stats, norm_mode, key=key, source=source) if stats is not None else None
+    if action_dim is None:
+        if norm is None:
+            raise DataError(f"{source}: no stats, so the action dims must be given")
+        action_dim = norm.dim
+    return ActionSpace(action_dim=action_dim, horizon=horizon, normalizer=norm)

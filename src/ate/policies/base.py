@@ -201,6 +201,15 @@ class Policy(nn.Module):
         mask[spec.action_index] = True
         return mask
 
+    def action_space(self, robot: str | None = None, pad: str | None = None):
+        """The `ate.data.ActionSpace` robot `robot` trains in (D, H, its action normaliser, where its dims sit),
+        what a guiding VAE must share; `pad`: the training run's chunk rule (None: not known here)."""
+        from ate.data import ActionSpace
+
+        robot, spec = self.robot_spec(robot)
+        return ActionSpace(robot=robot, action_dim=spec.action_dim, horizon=self.config.horizon, pad=pad,
+                           normalizer=self.normalizers[robot]["action"], action_index=spec.action_index)
+
     def to_policy_space(self, action: torch.Tensor, robot: str | None = None) -> torch.Tensor:
         """(..., D_robot) normalised -> (..., D) policy space, zeros on unused dims."""
         _, spec = self.robot_spec(robot)
@@ -370,9 +379,12 @@ class Policy(nn.Module):
         return torch.as_tensor(out, dtype=torch.float32)
 
     # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, path: str | Path) -> Path:
-        """Write config.json, model.safetensors, normalizer.json into `path` atomically."""
+    def save_pretrained(self, path: str | Path, pad: str | None = None) -> Path:
+        """Write config.json, model.safetensors, normalizer.json and action_space.json (one `ActionSpace` per
+        robot; `pad`: the chunk rule the weights were trained with, when known) into `path` atomically."""
         from safetensors.torch import save_model
+
+        from ate.data import action_space
 
         path = Path(path)
         with atomic_directory(path) as tmp:
@@ -380,6 +392,7 @@ class Policy(nn.Module):
             save_model(self, str(tmp / "model.safetensors"))
             norm = {r: {k: n.to_dict() for k, n in d.items()} for r, d in self.normalizers.items()}
             write_json_atomic(tmp / "normalizer.json", norm)
+            action_space.write(tmp, [self.action_space(r, pad) for r in self.config.robots if r in self.normalizers])
         return path
 
     def param_count(self) -> int:

@@ -21,7 +21,7 @@ single-process run up to float summation order, with or without guidance and pad
 Run directory:
     train_config.json (the run's options, data and resolved budget; rewritten at every (re)start, and read back by
     `ate policy pretrain|finetune --config`), metrics.jsonl (one line per log step, incl. guidance diagnostics),
-    pretrained_model/ (EMA weights: config.json, model.safetensors, normalizer.json),
+    pretrained_model/ (EMA weights: config.json, model.safetensors, normalizer.json, action_space.json),
     checkpoints/<step:06d>/{pretrained_model/, training_state/} and checkpoints/last -> <step:06d>
 """
 
@@ -130,50 +130,23 @@ class EMA:
 # ---------------------------------------------------------------------------- VAE check
 
 
-def check_vae(policy, robot: str, bundle, source: str = "VAE") -> None:
+def check_vae(policy, robot: str, bundle, source: str = "VAE", pad: str | None = None) -> None:
     """Refuse a VAE that does not see exactly the policy's action space for `robot`.
 
-    Checks action dims, chunk length and normalisation stats; raises ShapeMismatchError saying which."""
-    from ate.policies.base import Policy  # noqa: F401 (doc link)
+    Compares the VAE's `ate.data.ActionSpace` (its action_space.json, or the one its config implies) with the
+    policy's (`Policy.action_space`): robot, action dims, chunk length and normalisation stats; raises a
+    one-line ActionSpaceMismatchError (a ShapeMismatchError) naming the first that differs. A VAE trained
+    with another pad rule than `pad` (the fine-tuning run's) is only warned about."""
+    from ate.align.checkpoint import action_space_of
+    from ate.data.action_space import compare
 
-    _, spec = policy.robot_spec(robot)
-    cfg = bundle.config
-    if int(cfg.action_dim) != spec.action_dim:
-        raise ShapeMismatchError(f"{source}: action dim mismatch: the VAE encodes {cfg.action_dim} action dims but robot "
-                                 f"{robot!r} of the policy has {spec.action_dim}")
-    if int(cfg.horizon) != policy.config.horizon:
-        raise ShapeMismatchError(f"{source}: chunk length mismatch: the VAE was trained on chunks of H={cfg.horizon} "
-                                 f"steps, the policy predicts H={policy.config.horizon}")
-    vae_norm = getattr(bundle, "normalizer", None)
-    pol_norm = policy.normalizers[robot]["action"]
-    if vae_norm is None:
-        raise ShapeMismatchError(f"{source}: stores no normalisation stats, so it cannot be checked against the policy's "
-                                 "action space")
-    if not vae_norm == pol_norm:
-        raise ShapeMismatchError(
-            f"{source}: normalisation stats mismatch for robot {robot!r}: VAE {vae_norm!r} "
-            f"(min {list(vae_norm.min)[:3]}..., mean {list(vae_norm.mean)[:3]}...) vs policy {pol_norm!r} "
-            f"(min {list(pol_norm.min)[:3]}..., mean {list(pol_norm.mean)[:3]}...); fine-tune both arms with "
-            "normalizer=<VAE dir> or train the VAE with the policy's stats")
-
-
-def _load_normalizer(path: str | Path):
-    """An action Normalizer from a VAE dir (config.json "normalizer"), a policy dir (normalizer.json, single
-    robot) or a JSON file holding a Normalizer dict."""
-    from ate.data import Normalizer
-
-    path = Path(path)
-    for cand in (path, path / "model", path / "pretrained_model"):
-        if (cand / "config.json").is_file() and "normalizer" in json.loads((cand / "config.json").read_text()):
-            return Normalizer.from_dict(json.loads((cand / "config.json").read_text())["normalizer"])
-        if (cand / "normalizer.json").is_file():
-            d = json.loads((cand / "normalizer.json").read_text())
-            if len(d) != 1:
-                raise CheckpointError(f"{cand / 'normalizer.json'}: holds robots {sorted(d)}; name one file")
-            return Normalizer.from_dict(next(iter(d.values()))["action"])
-    if path.is_file():
-        return Normalizer.from_dict(json.loads(path.read_text()))
-    raise CheckpointError(f"{path}: no normaliser found (VAE dir, policy dir or Normalizer JSON)")
+    expected, found = policy.action_space(robot, pad=pad), action_space_of(bundle)
+    compare(expected, found, what=str(source), expected_name=f"policy, robot {robot!r}", found_name="VAE",
+            ignore=("pad",), hint={"normalizer": "fine-tune both arms with normalizer=<VAE dir> or train the VAE "
+                                                 "with the policy's stats"})
+    if pad is not None and found.pad is not None and found.pad != pad:
+        logger.warning("%s: the VAE was trained on chunks padded with pad=%r, the policy fine-tunes with pad=%r",
+                       source, found.pad, pad)
 
 
 # ---------------------------------------------------------------------------- loop
@@ -186,7 +159,8 @@ def _export(policy):
     return merge_lora(policy) if any("lora_" in n for n, _ in policy.named_parameters()) else copy.deepcopy(policy)
 
 
-def _save_checkpoint(out: Path, step: int, policy, ema: EMA, optimizer, gens: dict, extra: dict) -> None:
+def _save_checkpoint(out: Path, step: int, policy, ema: EMA, optimizer, gens: dict, extra: dict,
+                     pad: str | None = None) -> None:
     from ate.checkpoint import atomic_directory, save_tensors, save_training_state
 
     ckpts = out / "checkpoints"
@@ -194,7 +168,7 @@ def _save_checkpoint(out: Path, step: int, policy, ema: EMA, optimizer, gens: di
     with atomic_directory(ckpts / name) as tmp:
         ema_policy = copy.deepcopy(policy)
         ema.copy_to(ema_policy)
-        _export(ema_policy).save_pretrained(tmp / "pretrained_model")
+        _export(ema_policy).save_pretrained(tmp / "pretrained_model", pad=pad)
         state = {"step": step, **extra}  # the LR is a function of the step: no scheduler state
         save_training_state(tmp / "training_state", optimizer, gens, state)
         save_tensors(tmp / "training_state" / "model.safetensors", policy.state_dict())
@@ -352,13 +326,13 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
                             cfg.steps, rec["loss"], rec["lr"], cfg.batch_size / max(rec["step_s"], 1e-9))
             acc_diag, n_acc, t_log = {}, 0, now
         if acc.is_main_process and ((cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps):
-            _save_checkpoint(out, done, ema_device_sync, ema, optimizer, gens, {"world_size": world})
+            _save_checkpoint(out, done, ema_device_sync, ema, optimizer, gens, {"world_size": world}, pad=cfg.pad)
     acc.wait_for_everyone()
     final = copy.deepcopy(ema_device_sync)
     ema.copy_to(final)
     final = _export(final)
     if acc.is_main_process:
-        final.save_pretrained(out / "pretrained_model")
+        final.save_pretrained(out / "pretrained_model", pad=cfg.pad)
     return final
 
 
@@ -432,6 +406,7 @@ def finetune(data, out_dir: str | Path, init: str | Path, guidance: str = "off",
     Returns:
         the fine-tuned policy (EMA weights). Inference never needs the VAE (nor peft).
     """
+    from ate.data.action_space import load_normalizer
     from ate.policies import load_policy
     from ate.policies.data import PolicyDataset, load_sources, prepare_policy
 
@@ -445,7 +420,7 @@ def finetune(data, out_dir: str | Path, init: str | Path, guidance: str = "off",
     robots = list(dict.fromkeys(s.robot for s in sources))
     last = Path(out_dir) / "checkpoints" / "last"
     model = load_policy(last.resolve() / "pretrained_model" if resume and last.exists() else init)
-    norms = {r: _load_normalizer(normalizer) for r in robots} if normalizer is not None else None
+    norms = {r: load_normalizer(normalizer, r) for r in robots} if normalizer is not None else None
     prepare_policy(model, sources, action_normalizers=norms)
     model.config.default_robot = robots[0]
     guide, gcfg = None, None
@@ -462,7 +437,7 @@ def finetune(data, out_dir: str | Path, init: str | Path, guidance: str = "off",
             bundle, vae_src = load_aligned_vae(vae), str(vae)
         else:
             bundle, vae_src = vae, "VAE"
-        check_vae(model, robots[0], bundle, vae_src)
+        check_vae(model, robots[0], bundle, vae_src, pad=cfg.pad)
         gcfg = GuidanceConfig(scale=scale, clamp=clamp, sign=sign, encoder_mode=encoder_mode, reduction=reduction,
                               t_cap=t_cap, noise_min=noise_min, noise_max=noise_max, strength=strength,
                               latent_target=latent_target)

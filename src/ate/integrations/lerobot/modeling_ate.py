@@ -17,9 +17,10 @@ same inference. Only the training loss changes, to ``MSE(pred + s·λ·g, target
 
 The frozen adaptation VAE is held by :class:`_AteRuntime`, a plain object: it is not a sub-module, so it is
 absent from ``parameters()``, ``state_dict()``, the optimiser, ``save_pretrained`` and the DDP wrapper. It
-is loaded lazily from ``config.vae_path`` at the first training step (evaluation never loads it) and
-checked against the policy: chunk length, action dims, and the normaliser against the dataset stats the
-policy normalises with. The loss output dict carries ``ate_guidance_norm``, ``ate_frac_clamped``,
+is loaded lazily from ``config.vae_path`` at the first training step (evaluation never loads it) and its
+action-space record (``action_space.json``) is compared with the policy's
+(:func:`ate.data.action_space.compare`): chunk length, action dims, and the normaliser against the dataset
+stats the policy normalises with. The loss output dict carries ``ate_guidance_norm``, ``ate_frac_clamped``,
 ``ate_latent_dist``, ``ate_coef_mean`` and ``ate_plain_loss``, which lerobot-train logs with the loss.
 """
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -46,6 +46,8 @@ from lerobot.utils.constants import (
     OBS_STATE,
 )
 
+from ate.align.checkpoint import action_space_of
+from ate.data.action_space import compare
 from ate.errors import CheckpointError, ShapeMismatchError
 from ate.integrations.lerobot.configuration_ate import (
     AteDiffusionConfig,
@@ -53,7 +55,7 @@ from ate.integrations.lerobot.configuration_ate import (
     AtePI0Config,
     AteSmolVLAConfig,
 )
-from ate.integrations.lerobot_common import normalizer_from_stats
+from ate.integrations.lerobot_common import STATS_ATOL, STATS_RTOL, lerobot_action_space
 from ate.steer import LatentGuidance
 
 logger = logging.getLogger(__name__)
@@ -103,39 +105,33 @@ class _AteRuntime:
 
         cfg = self.config
         bundle = load_aligned_vae(cfg.vae_path, require_prior=False)
-        vae_h, vae_d = bundle.config.horizon, bundle.config.action_dim
-        if vae_h != horizon:
-            raise ShapeMismatchError(f"{bundle.path}: the VAE was trained on chunks of {vae_h} steps but {cfg.type} "
-                                     f"trains on {horizon}; rerun `ate lerobot align` with --horizon {horizon}")
-        if vae_d != action_dim:
-            raise ShapeMismatchError(f"{bundle.path}: the VAE expects {vae_d} action dims but the dataset's actions "
-                                     f"have {action_dim}")
-        if cfg.guidance_check_stats:
-            self._check_normalizer(bundle)
+        self._check_action_space(bundle, horizon, action_dim)
         index = None if padded_dim in (None, action_dim) else torch.arange(action_dim)
         guide = LatentGuidance(bundle.vae, parameterization, cfg.guidance_config(), alphas_cumprod=alphas_cumprod,
                                action_index=index, prior=bundle.prior)
         self.bundle = bundle
         logger.info("ATE guidance: VAE %s (Z=%d, H=%d, D=%d), %s, %s", bundle.path, bundle.config.latent_dim,
-                    vae_h, vae_d, parameterization, cfg.guidance_config())
+                    bundle.config.horizon, bundle.config.action_dim, parameterization, cfg.guidance_config())
         return guide
 
-    def _check_normalizer(self, bundle) -> None:
-        """Refuse a VAE trained in another action space than the one the policy's processor produces."""
-        if self.dataset_stats is None:
+    def _check_action_space(self, bundle, horizon: int, action_dim: int) -> None:
+        """Refuse a VAE trained in another action space than the one the policy trains in: chunk length, action
+        dims and (``guidance_check_stats``) the normaliser against the dataset stats the policy's processor uses."""
+        cfg = self.config
+        stats = self.dataset_stats if cfg.guidance_check_stats else None
+        if cfg.guidance_check_stats and stats is None:
             logger.warning("ATE: no dataset stats reached the policy; cannot check the VAE's normaliser")
-            return
-        mode = self.config.normalization_mapping.get("ACTION")
-        expected = normalizer_from_stats(self.dataset_stats, mode, source="dataset stats")
-        got = bundle.normalizer
-        same = (got is not None and got.dim == expected.dim
-                and np.allclose(got.scale, expected.scale, rtol=1e-4, atol=1e-6)
-                and np.allclose(got.offset, expected.offset, rtol=1e-4, atol=1e-5))
-        if not same:
-            raise CheckpointError(
-                f"{bundle.path}: the VAE's action normaliser ({getattr(got, 'mode', None)}) differs from the "
-                f"policy's {getattr(mode, 'value', mode)} normalisation with this dataset's stats; retrain it with "
-                "`ate lerobot align --policy ...` on this dataset, or set --policy.guidance_check_stats=false")
+        mode = cfg.normalization_mapping.get("ACTION")
+        expected = lerobot_action_space(stats, mode, horizon, action_dim=action_dim, source="dataset stats")
+        fix = (f"rerun `ate lerobot align --policy {cfg.type.removeprefix('ate_')}` with this dataset and "
+               f"--horizon {horizon}")
+        compare(expected, action_space_of(bundle), what=str(bundle.path), expected_name=f"{cfg.type} policy",
+                found_name="VAE", ignore=() if stats is not None else ("normalizer",),
+                rtol=STATS_RTOL, atol=STATS_ATOL,
+                hint={"horizon": fix, "action_dim": fix,
+                      "normalizer": f"the VAE's action normaliser differs from the policy's "
+                                    f"{getattr(mode, 'value', mode)} normalisation with this dataset's stats; {fix}, "
+                                    "or set --policy.guidance_check_stats=false"})
 
     def diag(self, diag: dict) -> dict:
         return {DIAG_PREFIX + k: float(v) for k, v in diag.items()}
