@@ -5,7 +5,6 @@ that differs and both values, no traceback, nothing trained. The VAE's record is
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,19 +13,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from cli_helpers import ate, ok  # noqa: E402
 from test_policies_helpers import write_demos  # noqa: E402
 
 VAE = ["--preset", "small", "--latent-dim", "8", "--no-progress", "--steps", "2", "--batch-size", "8"]
-
-
-def ate(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ate", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=180)
-
-
-def ok(r: subprocess.CompletedProcess) -> str:
-    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
-    return r.stdout
 
 
 def error_line(r: subprocess.CompletedProcess) -> str:

@@ -6,7 +6,6 @@ written into as a resume."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,19 +14,10 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from cli_helpers import ate, ok  # noqa: E402
 from test_policies_helpers import write_demos  # noqa: E402
 
 VAE = ["--preset", "small", "--latent-dim", "8", "--horizon", "8", "--no-progress"]
-
-
-def ate(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ate", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=180)
-
-
-def ok(r: subprocess.CompletedProcess) -> str:
-    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
-    return r.stdout
 
 
 def error_line(r: subprocess.CompletedProcess, code: int) -> str:

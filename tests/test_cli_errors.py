@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-
-def ate(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ate", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_helpers import ate  # noqa: E402
 
 
 def error_line(r: subprocess.CompletedProcess, code: int) -> str:

@@ -4,7 +4,6 @@ validation rule is printed, resume and progress say what they do, user errors ar
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,19 +11,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from cli_helpers import ate, ok_stderr as ok  # noqa: E402
 from test_policies_helpers import write_demos  # noqa: E402
 
 VAE = ["--preset", "small", "--latent-dim", "8", "--horizon", "8", "--no-progress"]
-
-
-def ate(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ate", *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
-
-
-def ok(r: subprocess.CompletedProcess) -> str:
-    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
-    return r.stderr
 
 
 def one_line_error(r: subprocess.CompletedProcess, code: int = 1) -> str:
