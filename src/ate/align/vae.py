@@ -229,7 +229,7 @@ class ActionVAE(nn.Module):
         them (they still attend to every token), and attention is written out batch-first (see
         ``_EncoderLayer.forward_fast``): about a third less time for the small preset, forward and backward.
         The same function as encode up to float rounding. Dropout is not applied, so a VAE in training mode
-        with dropout > 0 falls back to encode. Training, the prior fit and checkpoints keep using encode.
+        with dropout > 0 falls back to encode. VAE training and the prior fit keep using encode (unchanged).
         """
         if self.training and self.config.dropout > 0:
             return self.encode(a)
