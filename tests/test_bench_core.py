@@ -74,6 +74,8 @@ def test_guidance_at_the_bench_default_dp_size(tiny_results):
     assert r["variants"]["ate_best"]["guidance"] == core._bench_dp_guidance_variants()["ate_best"]
     for v in r["variants"].values():
         assert v["ratio"] == pytest.approx(v["step_s"] / r["plain_step_s"]) and len(v["step_times"]) == 2
+        assert v["page_faults_per_step"] >= 0
+    assert r["plain_page_faults_per_step"] >= 0
     assert r["target_ratio"] == 1.5 and r["meets_target"] == sorted(
         n for n, v in r["variants"].items() if max(v["ratio"], v["ratio_median_of_pairs"]) <= 1.5)
     json.dumps(r)

@@ -310,7 +310,8 @@ def bench_guidance_bench_dp(variants: list[str] | None = None, warmup: int = 2, 
     step of ``ate.policies.train`` without data loading and EMA, on a synthetic batch of a robot shaped like
     MetaWorld's Sawyer (4 action, 39 state dims; the regime preset's suite) and a freshly initialised VAE of the
     bench's preset. Every arm has its own copy of the same initial policy; plain and guided steps alternate
-    (plain, v1, plain, v2, ...). Returns per-variant medians, ratio of medians, median of pair ratios, the load.
+    (plain, v1, plain, v2, ...). Returns per-variant medians, ratio of medians, median of pair ratios, the
+    median minor page faults per step (``ru_minflt``) and the load.
     """
     import copy
 
@@ -348,14 +349,15 @@ def bench_guidance_bench_dp(variants: list[str] | None = None, warmup: int = 2, 
         opt = torch.optim.AdamW(pol.parameters(), lr=1e-4, weight_decay=1e-6)
         noise_gen, guide_gen = torch.Generator().manual_seed(seed + 1), torch.Generator().manual_seed(seed + 2)
 
-        def step() -> float:
+        def step() -> tuple[float, int]:
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t0 = time.perf_counter()
             loss, _ = pol.compute_loss(batch, g, generator=noise_gen, guidance_generator=guide_gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(pol.parameters(), 1.0)
             opt.step()
-            return time.perf_counter() - t0
+            return time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
 
         return step
 
@@ -365,24 +367,29 @@ def bench_guidance_bench_dp(variants: list[str] | None = None, warmup: int = 2, 
         for _ in range(warmup):
             fn()
     times = {k: [] for k in steps}
+    faults = {k: [] for k in steps}
     pair_ratios = {k: [] for k in variants}
     for _ in range(repeats):
         for name in variants:  # plain right before each variant: paired under the same load
-            tp, tg = steps["plain"](), steps[name]()
+            (tp, fp), (tg, fg) = steps["plain"](), steps[name]()
             times["plain"].append(tp)
             times[name].append(tg)
+            faults["plain"].append(fp)
+            faults[name].append(fg)
             pair_ratios[name].append(tg / tp)
     plain = statistics.median(times["plain"])
     results = {n: {"guidance": all_variants[n], "step_s": statistics.median(times[n]),
                    "ratio": statistics.median(times[n]) / plain,
                    "ratio_median_of_pairs": statistics.median(pair_ratios[n]),
+                   "page_faults_per_step": statistics.median(faults[n]),
                    "step_times": [round(t, 5) for t in times[n]]} for n in variants}
     return {"policy": size["policy"], "policy_config": size["policy_config"], "policy_params": policy.param_count(),
             "down_dims": list(getattr(c, "down_dims", [])), "action_dim": c.action_dim, "cond_dim": c.cond_dim,
             "horizon": c.horizon, "batch_size": b, "robot_action_dim": robot_action_dim,
             "robot_state_dim": robot_state_dim, "vae_preset": size["vae_preset"], "vae_params": vae.num_parameters(),
             "warmup": warmup, "repeats": repeats, "plain_step_s": plain,
-            "plain_step_times": [round(t, 5) for t in times["plain"]], "variants": results,
+            "plain_step_times": [round(t, 5) for t in times["plain"]],
+            "plain_page_faults_per_step": statistics.median(faults["plain"]), "variants": results,
             "target_ratio": BENCH_DP_TARGET,
             "meets_target": sorted(n for n, r in results.items()
                                    if max(r["ratio"], r["ratio_median_of_pairs"]) <= BENCH_DP_TARGET),
@@ -845,16 +852,26 @@ def _render_bench_dp(r: dict) -> list[str]:
              "grad-norm clip, AdamW (the step of `ate.policies.train` without data loading and EMA). Plain and guided "
              f"steps alternate, {r['repeats']} pairs per variant after {r['warmup']} warm-up steps (median plain step "
              f"{r['plain_step_s'] * 1e3:.0f} ms).", "",
-             f"| variant | guidance | step (ms) | added (ms) | ratio of medians | median of pair ratios | ≤ {t:.2f} (both) |",
-             "|---|---|---|---|---|---|---|"]
+             f"| variant | guidance | step (ms) | added (ms) | ratio of medians | median of pair ratios | page faults / "
+             f"step | ≤ {t:.2f} (both) |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, v in r["variants"].items():
         opts = ", ".join(f"{k}={val}" for k, val in v["guidance"].items()) if name != "ate_paper" else "the paper's"
         ok = max(v["ratio"], v["ratio_median_of_pairs"]) <= t
         lines.append(f"| {name} | {opts} | {v['step_s'] * 1e3:.0f} | {(v['step_s'] - r['plain_step_s']) * 1e3:.0f} | "
-                     f"{v['ratio']:.3f} | {v['ratio_median_of_pairs']:.3f} | {'yes' if ok else 'no'} |")
+                     f"{v['ratio']:.3f} | {v['ratio_median_of_pairs']:.3f} | {v['page_faults_per_step']:.0f} | "
+                     f"{'yes' if ok else 'no'} |")
     ok = r["meets_target"]
-    lines += ["", f"Load during the measurement: {r['load_before']} → {r['load_after']}.", "",
-              f"Variants meeting ≤ {t:.2f} (issue 12) on both ratios: {', '.join(ok) if ok else 'none'}.", ""]
+    lines += ["", f"Load during the measurement: {r['load_before']} → {r['load_after']}. Minor page faults per plain "
+              f"step: {r['plain_page_faults_per_step']:.0f}.", "",
+              f"Variants meeting ≤ {t:.2f} (issue 12) on both ratios: {', '.join(ok) if ok else 'none'}.", "",
+              "Page faults: glibc hands freed heap back to the kernel between steps (its trim and mmap thresholds), and "
+              "the guided step, whose encoder temporaries come on top of the policy's live activations, then maps "
+              "and zeroes up to thousands of fresh pages per step, a cost the plain step does not pay. How many depends on the process's allocation history (an earlier large free raises glibc's "
+              "dynamic mmap threshold: this part runs after section 2's batch-256 steps). `MALLOC_TRIM_THRESHOLD_="
+              "268435456 MALLOC_MMAP_THRESHOLD_=67108864` in the environment removes them (measured; an allocator that keeps freed pages, tcmalloc or jemalloc, "
+              "should too: not measured).",
+              ""]
     return lines
 
 
