@@ -23,6 +23,7 @@ def tiny_results():
                                         variants=["ate_sample", "ate_small_vae_1layer_bf16"], warmup=1, repeats=2)
     sweep = core.bench_guidance_sweep(sizes=((8, 16), (16, 32)), batch_size=4, horizon=8, action_dim=3, cond_dim=5,
                                       warmup=1, repeats=2)
+    guid["bench_dp"] = core.bench_guidance_bench_dp(batch_size=4, warmup=1, repeats=2)
     return {"command": "pytest", "threads": 1, "quick": True, "machine": core.machine_info(),
             "started": "now", "load_start": list(os.getloadavg()), "load_end": list(os.getloadavg()),
             "wall_s": 1.0, "throughput": [thr], "guidance": guid, "guidance_sweep": sweep}
@@ -58,6 +59,28 @@ def test_guidance_overhead_interleaved(tiny_results):
     assert 0 < g["denoiser_params"]
     with pytest.raises(ValueError, match="unknown guidance variants"):
         core.bench_guidance_overhead(variants=["nope"])
+
+
+def test_guidance_at_the_bench_default_dp_size(tiny_results):
+    from ate.bench.pipeline import BenchConfig
+    from ate.policies.dp_unet import DPConfig
+
+    r = tiny_results["guidance"]["bench_dp"]
+    cfg = BenchConfig()  # the defaults the quick / full / regime presets keep
+    assert (r["policy"], r["policy_config"], r["vae_preset"]) == (cfg.policy, cfg.policy_config, cfg.vae_preset)
+    assert core.bench_dp_size()["batch_size"] == cfg.batch_size and r["batch_size"] == 4  # overridden here
+    assert r["down_dims"] == list(DPConfig().down_dims) and r["horizon"] == cfg.policy_config["horizon"]
+    assert set(r["variants"]) == {"ate_paper", "ate_best"} and len(r["plain_step_times"]) == 2 * 2
+    assert r["variants"]["ate_best"]["guidance"] == core._bench_dp_guidance_variants()["ate_best"]
+    for v in r["variants"].values():
+        assert v["ratio"] == pytest.approx(v["step_s"] / r["plain_step_s"]) and len(v["step_times"]) == 2
+        assert v["page_faults_per_step"] >= 0
+    assert r["plain_page_faults_per_step"] >= 0
+    assert r["target_ratio"] == 1.5 and r["meets_target"] == sorted(
+        n for n, v in r["variants"].items() if max(v["ratio"], v["ratio_median_of_pairs"]) <= 1.5)
+    json.dumps(r)
+    with pytest.raises(ValueError, match="unknown bench-DP guidance variants"):
+        core.bench_guidance_bench_dp(variants=["nope"])
 
 
 def test_guidance_sweep_over_denoiser_sizes(tiny_results):
@@ -102,6 +125,8 @@ def test_report_and_figure(tiny_results, tmp_path):
     assert "Command: `pytest`" in md and "![figures](figures.png)" in md
     assert "| small |" in md and "| ate_sample |" in md and "Load" in md
     assert "## 2b. Guidance overhead vs denoiser size" in md and "| (16, 32) |" in md
+    assert "## 2a. Guidance overhead at the bench's default DP size" in md and "| ate_best | scale=" in md
+    assert md.index("## 2. ") < md.index("## 2a.") < md.index("## 2b.")
 
 
 def test_write_large_npy_is_readable(tmp_path):

@@ -49,6 +49,11 @@ class NormalizedEncoder(nn.Module):
     def encode(self, a: torch.Tensor):
         return self.vae.encode(self.normalizer.normalize(a))
 
+    def encode_fast(self, a: torch.Tensor):
+        """The VAE's ``encode_fast`` (its encode if it has none) on the normalised chunk."""
+        fast = getattr(self.vae, "encode_fast", None)
+        return (fast if callable(fast) else self.vae.encode)(self.normalizer.normalize(a))
+
 
 def make_rdt_guidance(vae_dir, noise_scheduler, names: Sequence[str], config: GuidanceConfig | None = None,
                       layout: SlotLayout = RDT_UNIFIED_128, normalize: bool = True) -> LatentGuidance:

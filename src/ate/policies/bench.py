@@ -167,8 +167,9 @@ def _report(res: dict, command: str) -> str:
               "policy sizes; with ~1 M-parameter policies it is comparable to the policy step itself, so the 1.10 "
               "target is only met once the policy is several times the encoder's compute (`@large` rows). "
               "Encoder in bf16 does not help on this CPU (no fast bf16 matmul); `encoder_mode=mean` saves the ξ "
-              "draw and the σ path only. Further savings need ate.steer changes (encode a0 and x_t in one batched "
-              "call; cache μ(a0) per window when encoder_mode=mean, since the VAE is frozen).", "",
+              "draw and the σ path only. The guidance encodes through `ActionVAE.encode_fast` (the last layer on "
+              "the two distribution tokens only); one batched a0 + x_t call is slower on a CPU (its backward runs "
+              "over both halves). A further saving: cache (μ, log σ²)(a0) per window, since the VAE is frozen.", "",
               "![step time](step_time.png)", ""]
     return "\n".join(lines)
 

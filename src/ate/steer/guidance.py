@@ -198,7 +198,9 @@ class LatentGuidance:
 
     Args:
         encoder: module with ``encode(a) -> (mu, logvar)``, a (B, H, D_vae) -> (B, Z) each. It is frozen here
-            (``requires_grad_(False)``, ``eval()``) and must not be part of the policy's parameters.
+            (``requires_grad_(False)``, ``eval()``) and must not be part of the policy's parameters. If it also
+            has ``encode_fast(a)`` (the same function computed with less work, e.g. ``ActionVAE.encode_fast``),
+            the guidance calls that instead.
         parameterization: ``epsilon`` | ``sample`` | ``v_prediction`` | ``flow_paper`` | ``flow_openpi``.
         config: :class:`GuidanceConfig` (default values if None).
         alphas_cumprod: (T,) DDPM schedule, required for the DDPM parameterisations.
@@ -324,8 +326,14 @@ class LatentGuidance:
             raise ShapeMismatchError(f"t has {t.numel()} elements; expected 1 or B={B}")
         return t
 
+    def _encode_stats(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(μ, log σ²) of a: the encoder's ``encode_fast`` when it has one (``ActionVAE``: the same function,
+        less work), else its ``encode``."""
+        fast = getattr(self.encoder, "encode_fast", None)
+        return fast(a) if callable(fast) else self.encoder.encode(a)
+
     def _encode(self, a: torch.Tensor, xi: torch.Tensor | None, work_dtype: torch.dtype) -> torch.Tensor:
-        mu, logvar = self.encoder.encode(a)
+        mu, logvar = self._encode_stats(a)
         mu = mu.to(work_dtype)  # autocast may return bf16: the distance and g stay in float32
         if xi is None:
             return mu
@@ -365,7 +373,7 @@ class LatentGuidance:
             x = x_t.detach().to(work_dtype).requires_grad_(True)
             xi = None
             with torch.no_grad():
-                mu0, logvar0 = self.encoder.encode(vae_input(a0.detach()))
+                mu0, logvar0 = self._encode_stats(vae_input(a0.detach()))
                 if self.config.encoder_mode == "sample":
                     # drawn on the generator's device, so a CPU generator also seeds a CUDA step
                     gen_device = generator.device if generator is not None else mu0.device
