@@ -227,10 +227,8 @@ class _Part:
     """One source's windows and where its robot sits in the policy space."""
 
     chunks: ChunkDataset  # normalised action windows + normalised state at the window start
-    action_index: torch.Tensor  # (D_robot,) long, into the policy action space
-    action_mask: torch.Tensor  # (1, D) bool
+    action_index: np.ndarray | slice  # (D_robot,) into the policy action space (a slice when contiguous)
     state_dim: int  # S_robot
-    state_mask: torch.Tensor  # (1, S) bool
     task_of_episode: np.ndarray  # (E_dataset,) task id of each episode of chunks.eps
 
 
@@ -251,6 +249,7 @@ class PolicyDataset(torch.utils.data.Dataset):
         self.robots = []
         self.num_dropped_episodes = 0
         self._parts: list[_Part] = []
+        action_masks, state_masks = [], []
         for src in sources:
             _, spec = policy.robot_spec(src.robot)
             nrm = policy.normalizers[src.robot]
@@ -270,56 +269,57 @@ class PolicyDataset(torch.utils.data.Dataset):
                                       extra_normalizers={"state": nrm["state"]})
             task_of = np.zeros(src.action_eps.num_episodes, dtype=np.int64)
             task_of[src.episodes] = [policy.task_id(t) for t in src.tasks]
-            state_mask = torch.zeros(1, c.state_dim, dtype=torch.bool)
-            state_mask[:, : spec.state_dim] = True
-            self._parts.append(_Part(chunks, torch.tensor(spec.action_index, dtype=torch.long),
-                                     policy.action_mask(src.robot)[None], spec.state_dim, state_mask, task_of))
+            index = list(spec.action_index)
+            contiguous = index == list(range(index[0], index[0] + len(index)))  # padding families: the first dims
+            index = slice(index[0], index[0] + len(index)) if contiguous else np.asarray(index, dtype=np.intp)
+            self._parts.append(_Part(chunks, index, spec.state_dim, task_of))
+            action_masks.append(policy.action_mask(src.robot).numpy())
+            state_masks.append(np.arange(c.state_dim) < spec.state_dim)
         if self.num_dropped_episodes:
             logger.warning("%d episodes shorter than horizon %d dropped (pad='drop')", self.num_dropped_episodes, c.horizon)
         if not self._parts:
             raise DataError(f"no training windows of horizon {c.horizon} (pad={pad!r}) in {[s.path for s in sources]}")
+        self._action_masks, self._state_masks = np.stack(action_masks), np.stack(state_masks)  # (P, D), (P, S) bool
         self._sizes = np.array([len(p.chunks) for p in self._parts], dtype=np.int64)
         self._cum = np.cumsum(self._sizes)  # exclusive ends of each part's windows
+        self._steps = np.arange(self.horizon, dtype=np.intp)
 
     def __len__(self) -> int:
         return int(self._cum[-1])
 
-    def _part_batch(self, part: _Part, local: np.ndarray) -> dict[str, torch.Tensor]:
-        item = part.chunks[local]  # one vectorised read: normalised (B, H, D_robot) actions, (B, S_robot) states
-        b = len(local)
-        action = item["action"].new_zeros(b, self.horizon, self.action_dim)
-        action[..., part.action_index] = item["action"]
-        state = item["state"].new_zeros(b, self.state_dim)
-        state[:, : part.state_dim] = item["state"]
-        return {
-            "action": action, "is_pad": item["is_pad"], "action_mask": part.action_mask.repeat(b, 1),
-            "state": state, "state_mask": part.state_mask.repeat(b, 1),
-            "task": torch.from_numpy(part.task_of_episode[item["episode_index"].numpy()]),
-        }  # fmt: skip
-
     def get_batch(self, idx) -> dict[str, torch.Tensor]:
-        """Vectorised batch of windows `idx` (B,) long (tensor, array or list; negative counts from the end)."""
+        """Vectorised batch of windows `idx` (B,) long (tensor, array or list; negative counts from the end):
+        one `ChunkDataset` read per source in the batch (normalised frames), written into policy space."""
         idx = np.asarray(idx.cpu() if isinstance(idx, torch.Tensor) else idx, dtype=np.int64).reshape(-1)
-        n = len(self)
+        n, b, h = len(self), len(idx), self.horizon
         idx = np.where(idx < 0, idx + n, idx)
-        if idx.size and (idx.min() < 0 or idx.max() >= n):
+        if b and (idx.min() < 0 or idx.max() >= n):
             raise IndexError(f"window index out of range for {n} windows")
+        action = np.zeros((b, h, self.action_dim), dtype=np.float32)
+        state = np.zeros((b, self.state_dim), dtype=np.float32)
+        is_pad = np.empty((b, h), dtype=bool)
+        task = np.empty(b, dtype=np.int64)
         if len(self._parts) == 1:
-            return self._part_batch(self._parts[0], idx)
-        which = np.searchsorted(self._cum, idx, side="right")
-        offset = self._cum - self._sizes
-        b, h = len(idx), self.horizon
-        out = {
-            "action": torch.zeros(b, h, self.action_dim), "is_pad": torch.zeros(b, h, dtype=torch.bool),
-            "action_mask": torch.zeros(b, self.action_dim, dtype=torch.bool), "state": torch.zeros(b, self.state_dim),
-            "state_mask": torch.zeros(b, self.state_dim, dtype=torch.bool), "task": torch.zeros(b, dtype=torch.long),
+            which, groups = np.zeros(b, dtype=np.intp), [(0, slice(None), idx)]
+        else:  # a loop over the sources in the batch, not over its windows
+            which = np.searchsorted(self._cum, idx, side="right")
+            offset = self._cum - self._sizes
+            groups = [(p, sel, idx[sel] - offset[p]) for p in np.unique(which) for sel in [np.flatnonzero(which == p)]]
+        for p, sel, local in groups:
+            part = self._parts[p]
+            item = part.chunks[local]  # normalised (B_p, H, D_robot) actions, (B_p, S_robot) states, is_pad
+            if isinstance(part.action_index, slice) or isinstance(sel, slice):
+                action[sel, :, part.action_index] = item["action"].numpy()
+            else:  # unified slots of a batch's share: broadcast (B_p, 1, 1), (1, H, 1), (1, 1, D_robot)
+                action[sel[:, None, None], self._steps[None, :, None], part.action_index[None, None]] = item["action"].numpy()
+            state[sel, : part.state_dim] = item["state"].numpy()
+            is_pad[sel] = item["is_pad"].numpy()
+            task[sel] = part.task_of_episode[item["episode_index"].numpy()]
+        return {
+            "action": torch.from_numpy(action), "is_pad": torch.from_numpy(is_pad),
+            "action_mask": torch.from_numpy(self._action_masks[which]), "state": torch.from_numpy(state),
+            "state_mask": torch.from_numpy(self._state_masks[which]), "task": torch.from_numpy(task),
         }  # fmt: skip
-        for p in np.unique(which):  # a loop over the sources in the batch, not over its windows
-            sel = np.flatnonzero(which == p)
-            rows = torch.from_numpy(sel)
-            for k, v in self._part_batch(self._parts[p], idx[sel] - offset[p]).items():
-                out[k][rows] = v
-        return out
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.get_batch(np.array([int(i)])).items()}
