@@ -73,6 +73,15 @@ def num_val_episodes(num_episodes: int, val_ratio: float) -> int:
     return int(math.floor(num_episodes * max(val_ratio, 0.0) + 1e-9)) if num_episodes > 1 else 0
 
 
+def window_counts(lengths, horizon: int, pad: str) -> np.ndarray:
+    """Windows per episode of `lengths` frames (the pad rule of the module docstring): T under "repeat",
+    max(T - H + 1, 0) under "drop". (E,) int64."""
+    if pad not in PAD_MODES:
+        raise ValueError(f"pad must be one of {PAD_MODES}, got {pad!r}")
+    lengths = np.asarray(lengths, dtype=np.int64)
+    return lengths.copy() if pad == "repeat" else np.maximum(lengths - int(horizon) + 1, 0)
+
+
 class ChunkDataset(Dataset):
     """Action chunks of H steps.
 
@@ -135,10 +144,7 @@ class ChunkDataset(Dataset):
         if chosen.size and (chosen.min() < 0 or chosen.max() >= eps.num_episodes):
             raise DataError(f"{eps.source}: episode index out of range 0..{eps.num_episodes - 1} in episodes=")
         lengths = eps.episode_lengths[chosen]
-        if pad == "repeat":
-            counts = lengths.copy()
-        else:
-            counts = np.maximum(lengths - self.horizon + 1, 0)
+        counts = window_counts(lengths, self.horizon, pad)
         self.num_dropped_episodes = int((counts == 0).sum())
         if self.num_dropped_episodes:
             short = [eps.episode_names[e] for e in chosen[counts == 0][:3]]
