@@ -3,7 +3,6 @@ implementation (kept below as `Old*`), keeps lazy storage lazy, and fails with o
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import sys
@@ -19,6 +18,9 @@ from ate.data import LazyArray, Normalizer
 from ate.errors import DataError, ShapeMismatchError
 from ate.policies import make_policy
 from ate.policies.data import Frames, PolicyDataset, fit_normalizers, load_sources, prepare_policy
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_data_memory import rss_anon  # noqa: E402  (one measure of live memory for both tests)
 
 H = 8
 TINY = {
@@ -262,19 +264,6 @@ def test_lazy_formats_stay_on_disk(datasets):
         assert isinstance(src.actions, (LazyArray, Frames))  # a robot's share of a dataset is a view, not a copy
     chunks = [p.chunks for p in ds._parts]
     assert all(c.eps is s.action_eps and c.extras["state"] is s.state_eps for c, s in zip(chunks, new))
-
-
-def rss_anon() -> int:
-    """Live anonymous memory (mapped file pages that are read are file-backed, not anonymous)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no RssAnon")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
