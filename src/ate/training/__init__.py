@@ -69,8 +69,8 @@ def make_accelerator(device: str = "auto", mixed_precision: str = "no", log_to: 
         AcceleratorState._reset_state(reset_partial_state=True)
     elif acc_state and acc_state.get("_mixed_precision") != mixed_precision:
         AcceleratorState._reset_state()
-    acc = Accelerator(cpu=cpu, mixed_precision=mixed_precision, log_with=None if log_to == "none" else log_to,
-                      project_dir=None if out_dir is None else str(out_dir))
+    trackers = {} if log_to == "none" else {"log_with": log_to, "project_dir": None if out_dir is None else str(out_dir)}
+    acc = Accelerator(cpu=cpu, mixed_precision=mixed_precision, **trackers)
     if acc.gradient_accumulation_steps != 1:  # the trainers step the optimiser every batch: a divided loss only
         raise ConfigError(f"gradient accumulation ({acc.gradient_accumulation_steps} steps, from the accelerate "
                           "config / ACCELERATE_GRADIENT_ACCUMULATION_STEPS) is not supported; --batch-size is "
@@ -129,10 +129,11 @@ class MetricsLog:
             keep = [ln for ln in self.path.read_text().splitlines() if _step_of(ln) <= resume_step] \
                 if resume_step and self.path.exists() else []
             self.path.write_text("".join(ln + "\n" for ln in keep))
-        self.accelerator = accelerator if enabled and log_to != "none" else None
-        if self.accelerator is not None:
-            if log_to not in {str(getattr(t, "value", t)) for t in accelerator.log_with}:
+        self.accelerator = None
+        if enabled and log_to != "none":
+            if accelerator is None or log_to not in {str(getattr(t, "value", t)) for t in accelerator.log_with}:
                 raise ValueError(f"MetricsLog(log_to={log_to!r}) needs make_accelerator(..., log_to={log_to!r})")
+            self.accelerator = accelerator
             if log_to == "wandb":
                 accelerator.init_trackers(project, config=config or {}, init_kwargs={"wandb": {"dir": str(out_dir)}})
             else:  # tensorboard: out_dir/tb, no hparams (their event files and hparams.yml would add a folder per start)
