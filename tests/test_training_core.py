@@ -24,6 +24,71 @@ def test_resolve_device():
             resolve_device("cuda")
 
 
+def test_make_accelerator_gives_each_run_its_precision(monkeypatch):
+    """accelerate keeps one configuration per process and refuses another precision; both trainers get theirs
+    (gpu_check runs the VAE in fp32, then bf16, then the policies), and the environment does not choose it."""
+    from ate.training import make_accelerator
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    for mp in ("no", "bf16", "bf16", "no"):
+        acc = make_accelerator("cpu", mp)
+        assert (acc.mixed_precision, acc.native_amp, acc.device.type) == (mp, mp == "bf16", "cpu")
+        assert (acc.num_processes, acc.process_index, acc.is_main_process) == (1, 0, True)
+    with pytest.raises(ValueError, match="mixed_precision must be one of"):
+        make_accelerator("cpu", "fp16")
+    monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "4")  # would divide each loss by 4, never accumulate
+    with pytest.raises(ValueError, match="gradient accumulation"):
+        make_accelerator("cpu")
+    monkeypatch.delenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS")
+    assert make_accelerator("cpu").gradient_accumulation_steps == 1
+
+
+def test_bf16_vae_training_runs_in_accelerates_mixed_precision(tmp_path):
+    """--bf16 is the Accelerator's mixed precision: the prepared VAE's forward autocasts (bf16 changes the
+    weights) and its outputs come back in float32, the losses stay float32."""
+    from ate.align.train import AlignConfig, train_stage1
+    from ate.bench.synthetic import write_toy_npz
+    from ate.checkpoint import load_tensors
+
+    src = write_toy_npz(tmp_path / "src.npz", 12, 30, 3, seed=0)
+    common = dict(preset="small", latent_dim=8, horizon=8, batch_size=8, steps=3, progress=False, device="cpu",
+                  val_ratio=0)
+    runs = {bf16: train_stage1(src, tmp_path / str(bf16), AlignConfig(bf16=bf16, **common)) for bf16 in (False, True)}
+    a, b = (load_tensors(runs[k] / "model.safetensors") for k in (False, True))
+    assert all(v.dtype == torch.float32 for v in b.values())
+    assert max((a[k] - b[k]).abs().max().item() for k in a) > 1e-6
+
+
+@pytest.mark.parametrize("backend", ["tensorboard", "wandb"])
+def test_log_to_goes_through_accelerates_trackers(backend, tmp_path, monkeypatch):
+    """--log-to: the rows of metrics.jsonl also go to accelerate's tracker (skipped without the package, which
+    no default install has); metrics.jsonl is what it is without one."""
+    pytest.importorskip(backend)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    from ate.align.train import AlignConfig, train_stage1
+    from ate.bench.synthetic import write_toy_npz
+
+    src = write_toy_npz(tmp_path / "src.npz", 12, 30, 3, seed=0)
+    common = dict(preset="small", latent_dim=8, horizon=8, batch_size=8, steps=3, log_every=1, eval_every=2,
+                  progress=False, device="cpu")
+    for log_to in ("none", backend):
+        train_stage1(src, tmp_path / log_to, AlignConfig(log_to=log_to, **common))
+    rows = {k: [{c: v for c, v in json.loads(ln).items() if c != "samples_per_s"}
+                for ln in (tmp_path / k / "metrics.jsonl").read_text().splitlines()] for k in ("none", backend)}
+    assert rows["none"] == rows[backend] and len(rows["none"]) == 3
+    if backend == "tensorboard":
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(tmp_path / backend / "tb"))
+        events.Reload()
+        assert "step" not in events.Tags()["scalars"]  # the x axis, not a scalar
+        assert [(e.step, e.value) for e in events.Scalars("loss")] == \
+            [(r["step"], pytest.approx(r["loss"])) for r in rows["none"]]
+    else:
+        assert list((tmp_path / backend / "wandb").glob("offline-run-*/*.wandb"))
+
+
 def test_cosine_lr_factor_warms_up_then_decays_to_the_floor():
     assert [cosine_lr_factor(s, 10, warmup=4) for s in range(5)] == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert cosine_lr_factor(7, 10, warmup=4) == pytest.approx(0.5)  # half way through the decay: cos(π/2) = 0
@@ -99,6 +164,14 @@ def test_policy_ate_finetune_on_cuda(fam, tmp_path):
     assert next(ft.parameters()).device.type == "cuda"
     rec = json.loads((tmp_path / "ate" / "metrics.jsonl").read_text().splitlines()[-1])
     assert rec["guidance_norm"] > 0 and math.isfinite(rec["loss"])
+
+
+@cuda
+def test_make_accelerator_moves_between_cpu_and_cuda():
+    """Alone, accelerate keeps the first run's device: a CUDA run after a CPU one trained on the CPU."""
+    from ate.training import make_accelerator
+
+    assert [make_accelerator(d).device.type for d in ("cpu", "cuda", "cpu", "auto")] == ["cpu", "cuda", "cpu", "cuda"]
 
 
 @cuda

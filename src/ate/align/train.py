@@ -25,8 +25,10 @@ Resume: re-running the same command with the same ``out_dir`` continues from ``l
 noise draws and LR schedule are functions of (seed, step) plus saved generator states, so an interrupted
 run ends with exactly the weights of an uninterrupted one.
 
-Device: ``device="auto"`` trains on this process's GPU when torch sees one, else on the CPU; bf16 autocast runs
-on that device. Batch indices, reparameterisation noise, MMD targets and the gmm prior's Monte-Carlo KL
+Device, processes, precision: one ``accelerate.Accelerator`` (:func:`ate.training.make_accelerator`, the
+policy trainer's too). ``device="auto"`` trains on this process's GPU when torch sees one, else on the CPU;
+``bf16`` is accelerate's bf16 mixed precision: the VAE's forward under autocast on that device, its outputs and
+the losses in float32. Batch indices, reparameterisation noise, MMD targets and the gmm prior's Monte-Carlo KL
 draws are drawn on the CPU from seeded generators and moved, so the random draws do not depend on the
 device; validation draws from its own fixed generator, so --eval-every never changes training.
 
@@ -36,7 +38,8 @@ trainer's schedule too) warms up over ``warmup_steps`` and decays per step to ``
 trainer's ×``lr_decay`` per epoch, which on a few target demos (a handful of steps per epoch) collapses the
 LR within a few hundred steps.
 
-Scale-out: launched under ``torchrun --nproc_per_node N`` (gloo on CPU, nccl on GPU) every rank draws the
+Scale-out: launched under ``torchrun --nproc_per_node N`` or ``accelerate launch`` (accelerate joins the
+process group: gloo on CPU, nccl on GPU; DDP through ``Accelerator.prepare``) every rank draws the
 *global* batch's indices and noise (the gmm KL draws too) and keeps its slice; the MMD is computed on
 latents gathered from all ranks (autograd-aware all_gather), so N processes with batch B/N reproduce one process with batch B.
 The reconstruction term, a mean over unpadded steps, is re-weighted by each rank's share of the global
@@ -50,7 +53,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -58,7 +60,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from ate.align.checkpoint import save_vae_checkpoint
 from ate.align.losses import kl_to_standard_normal, mmd, reconstruction_loss
@@ -67,7 +68,7 @@ from ate.align.vae import ActionVAE, VAEConfig
 from ate.checkpoint import load_tensors, load_training_state, read_json, write_json_atomic
 from ate.data.action_space import ActionSpace
 from ate.errors import CheckpointError, ConfigError, DataError, ShapeMismatchError
-from ate.training import DEVICES, MetricsLog, cosine_lr_factor, log_backend, rank_share, resolve_device
+from ate.training import DEVICES, MetricsLog, cosine_lr_factor, make_accelerator, rank_share
 
 logger = logging.getLogger(__name__)
 
@@ -145,23 +146,13 @@ class AlignConfig:
 
 
 # --------------------------------------------------------------------------------------------------
-# distributed helpers (no-ops in a single process)
-def _dist_info(device: torch.device | None = None) -> tuple[int, int]:
-    """(rank, world size); under torchrun the first call joins the process group (nccl for GPU training)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        if device is not None and device.type == "cuda":
-            torch.cuda.set_device(device)  # NCCL then binds this rank to its own GPU
-        dist.init_process_group("nccl" if device is not None and device.type == "cuda" else "gloo")
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _gather(x: torch.Tensor, world: int) -> torch.Tensor:
+    """The rows of all ranks, in rank order (a no-op in one process). Autograd-aware, unlike accelerate's
+    gather: the MMD over the global batch back-propagates into every rank's latents. It runs on the process
+    group the Accelerator joined."""
     if world == 1:
         return x
-    from torch.distributed.nn.functional import all_gather  # autograd-aware
+    from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(x), dim=0)
 
@@ -246,21 +237,19 @@ def _log_line(row: dict) -> str:
 
 
 def _loss_terms(vae, a, is_pad, cfg: AlignConfig, prior: PriorSummary | None, noise, target_samples, world, *,
-                kl_draws):
+                kl_draws, rec_share: torch.Tensor | None = None, autocast: bool = True):
     """Loss of one (local) batch. noise: reparameterisation noise for this rank's slice; target_samples:
     the global batch of MMD target samples (identical on every rank); kl_draws: this rank's slice of the
-    prior KL's Monte-Carlo draws (`_kl_draws`; None for a closed-form KL)."""
-    with torch.autocast(a.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+    prior KL's Monte-Carlo draws (`_kl_draws`; None for a closed-form KL); rec_share: this rank's weight of
+    the reconstruction term (`_rec_share`; None in one process). autocast: run the forward under bf16
+    autocast when ``cfg.bf16``; False for a module whose forward accelerate already autocasts (prepared by
+    the run's Accelerator), where the outputs come back in float32 as here."""
+    with torch.autocast(a.device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and autocast):
         recon, z, mu, logvar = vae(a, noise=noise)
     recon, z, mu, logvar = recon.float(), z.float(), mu.float(), logvar.float()
     rec = reconstruction_loss(recon, a, cfg.recon, is_pad)
-    if world > 1 and is_pad is not None:
-        # rec is a mean over this rank's *valid* (unpadded) steps; ranks hold different numbers of them, so
-        # re-weight to (local sum) / (global valid count), times world because DDP averages the gradients
-        local = (~is_pad).sum().to(torch.float64)
-        total = local.clone()
-        dist.all_reduce(total)
-        rec = rec * rank_share(local, total, world).to(rec.dtype)
+    if rec_share is not None:
+        rec = rec * rec_share.to(rec.dtype)
     if prior is None:
         kl = kl_to_standard_normal(mu, logvar)
     else:
@@ -269,8 +258,19 @@ def _loss_terms(vae, a, is_pad, cfg: AlignConfig, prior: PriorSummary | None, no
     return rec + cfg.w_kl * kl + cfg.w_mmd * m, {"recon": rec.item(), "kl": kl.item(), "mmd": m.item()}
 
 
+def _rec_share(acc, is_pad: torch.Tensor | None) -> torch.Tensor | None:
+    """The reconstruction term is a mean over this rank's *valid* (unpadded) steps; ranks hold different numbers
+    of them, so it is re-weighted to (local sum) / (global valid count), times world because DDP averages the
+    gradients. None in one process or without padding."""
+    if acc.num_processes == 1 or is_pad is None:
+        return None
+    local = (~is_pad).sum().to(torch.float64)
+    return rank_share(local, acc.reduce(local, reduction="sum"), acc.num_processes)
+
+
 @torch.no_grad()
 def _validate(vae, val, cfg: AlignConfig, prior: PriorSummary | None, device: torch.device) -> dict:
+    """Validation loss terms. `vae`: the module the Accelerator prepared (its forward autocasts under bf16)."""
     g = torch.Generator().manual_seed(cfg.seed + 12345)  # fixed: validation is comparable across steps
     vae.eval()
     sums, n = {"recon": 0.0, "kl": 0.0, "mmd": 0.0, "loss": 0.0}, 0
@@ -286,7 +286,7 @@ def _validate(vae, val, cfg: AlignConfig, prior: PriorSummary | None, device: to
         noise = torch.randn(len(idx), vae.latent_dim, generator=g).to(device)
         tgt = _mmd_targets(len(idx), vae.latent_dim, cfg, prior, g).to(device)
         loss, terms = _loss_terms(vae, b["action"], b.get("is_pad"), cfg, prior, noise, tgt, 1,
-                                  kl_draws=_kl_draws(len(idx), cfg, prior, g))
+                                  kl_draws=_kl_draws(len(idx), cfg, prior, g), autocast=False)
         for k, v in terms.items():
             sums[k] += v * len(idx)
         sums["loss"] += loss.item() * len(idx)
@@ -317,13 +317,13 @@ def _kl_draws(n: int, cfg: AlignConfig, prior: PriorSummary | None, g: torch.Gen
 
 
 def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | None, normalizer,
-           horizon: int, source_ckpt: str | None, run_info: dict | None = None) -> Path:
-    device = resolve_device(cfg.device)
-    rank, world = _dist_info(device)
-    main = rank == 0
+           horizon: int, source_ckpt: str | None, run_info: dict | None = None) -> bool:
+    """Train one stage into out_dir; returns whether this process is the main one (it exports model/)."""
     out_dir = Path(out_dir)
-    if cfg.log_to != "none":  # a missing logging package fails before any work
-        log_backend(cfg.log_to)
+    # process group (under torchrun / accelerate launch), device, bf16 autocast and trackers; a missing
+    # --log-to package fails here, before any work
+    acc = make_accelerator(cfg.device, "bf16" if cfg.bf16 else "no", cfg.log_to, out_dir)
+    device, rank, world, main = acc.device, acc.process_index, acc.num_processes, acc.is_main_process
     if cfg.batch_size % world:
         raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
     local_bs = cfg.batch_size // world
@@ -381,10 +381,9 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out_dir / "run.json", {**meta, "train_chunks": len(train), "val_chunks": len(val) if val else 0,
                                                  "num_episodes": eps.num_episodes})
-    model = vae
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(vae, device_ids=[device.index] if device.type == "cuda" else None)
-    metrics = MetricsLog(out_dir, step, main, cfg.log_to, cfg.wandb_project, cfg.to_dict())
+    # DDP over the processes (else the module itself); with bf16 its forward autocasts, the outputs float32
+    model = acc.prepare(vae)
+    metrics = MetricsLog(out_dir, step, main, cfg.log_to, cfg.wandb_project, cfg.to_dict(), accelerator=acc)
 
     def lr_at(s: int) -> float:
         if cfg.lr_schedule == "epoch_decay":
@@ -423,13 +422,13 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         loss, terms = _loss_terms(model, b["action"], b.get("is_pad"), cfg, prior, noise, targets, world,
-                                  kl_draws=kl_draws)
+                                  kl_draws=kl_draws, rec_share=_rec_share(acc, b.get("is_pad")), autocast=False)
         if not torch.isfinite(loss):
             raise DataError(f"non-finite loss at step {step} (terms {terms}); check the data for outliers")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        acc.backward(loss)
         if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
+            acc.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
         opt.step()
         step += 1
         n_log += cfg.batch_size
@@ -455,19 +454,20 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
                 logger.info("align stage %d step %d/%d %s", stage, step, cfg.steps, _log_line(row))
         if main and (step % cfg.save_every == 0 or step == cfg.steps):
             save("last", with_state=True)
-        if world > 1:
-            dist.barrier()
+        acc.wait_for_everyone()
     if bar is not None:
         bar.close()
-    return out_dir
+    metrics.close()
+    return main
 
 
-def _finish(out_dir: Path, stage: int, prior: PriorSummary | None, cfg: AlignConfig, fit_data=None) -> Path:
-    """Export ``model/``: best (else last) weights + prior; stage 1 fits the prior on the source chunks."""
+def _finish(out_dir: Path, stage: int, prior: PriorSummary | None, cfg: AlignConfig, fit_data=None,
+            main: bool = True) -> Path:
+    """Export ``model/``: best (else last) weights + prior; stage 1 fits the prior on the source chunks. Only
+    the main process (`main`) writes; the others return the path."""
     from ate.align.checkpoint import load_aligned_vae
 
-    rank, _ = _dist_info()
-    if rank != 0:
+    if not main:
         return out_dir / "model"
     src = out_dir / ("best" if (out_dir / "best" / "model.safetensors").is_file() else "last")
     bundle = load_aligned_vae(src, require_prior=False)
@@ -483,11 +483,12 @@ def train_stage1(data, out_dir, config: AlignConfig | None = None, normalizer=No
     `run_info`: extra keys for run.json and the checkpoints' config.json (the CLI records its options)."""
     cfg = config or AlignConfig()
     eps = _load_data(data, "source")
-    _train(1, eps, out_dir, cfg, None, normalizer, cfg.horizon, None, run_info)
+    main = _train(1, eps, out_dir, cfg, None, normalizer, cfg.horizon, None, run_info)
     from ate.data import ChunkDataset, Normalizer
 
     norm = Normalizer.from_dict(read_json(Path(out_dir) / "last" / "config.json")["normalizer"])
-    return _finish(Path(out_dir), 1, None, cfg, ChunkDataset(eps, horizon=cfg.horizon, normalizer=norm, pad=cfg.pad))
+    return _finish(Path(out_dir), 1, None, cfg, ChunkDataset(eps, horizon=cfg.horizon, normalizer=norm, pad=cfg.pad),
+                   main=main)
 
 
 def train_stage2(data, out_dir, source, config: AlignConfig | None = None, normalizer=None,
@@ -499,5 +500,5 @@ def train_stage2(data, out_dir, source, config: AlignConfig | None = None, norma
     cfg = config or AlignConfig()
     src = load_aligned_vae(source)
     eps = _load_data(data, "target")
-    _train(2, eps, out_dir, cfg, src.prior, normalizer, cfg.horizon, str(Path(source).resolve()), run_info)
-    return _finish(Path(out_dir), 2, src.prior, cfg)
+    main = _train(2, eps, out_dir, cfg, src.prior, normalizer, cfg.horizon, str(Path(source).resolve()), run_info)
+    return _finish(Path(out_dir), 2, src.prior, cfg, main=main)

@@ -228,19 +228,20 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
                resume: bool = False):
     """Train `policy` on `dataset` (a PolicyDataset) and write the run directory. Returns the unwrapped policy
     holding the EMA weights (the ones saved in `out_dir/pretrained_model`)."""
-    from accelerate import Accelerator
     from tqdm.auto import tqdm
 
     from ate.checkpoint import write_json_atomic
     from ate.steer import BatchShard
-    from ate.training import MetricsLog, cosine_lr_factor, rank_share, resolve_device
+    from ate.training import MetricsLog, cosine_lr_factor, make_accelerator, rank_share
 
     if cfg.epochs is not None:
         cfg = cfg.resolve_steps(len(dataset))
         logger.info("budget rule: %g epochs of %d windows at batch %d -> %d steps (clamped to [%d, %s])", cfg.epochs,
                     len(dataset), cfg.batch_size, cfg.steps, cfg.min_steps, cfg.max_steps)
     out = Path(out_dir)
-    acc = Accelerator(cpu=resolve_device(cfg.device).type == "cpu")
+    # precision stays the explicit autocast below: accelerate's bf16 would patch the policy's forward in place
+    # (the returned policy would keep autocasting) and cast its outputs to float32 before the rank weighting
+    acc = make_accelerator(cfg.device, "no")
     world, rank = acc.num_processes, acc.process_index
     if cfg.batch_size % world:
         raise ConfigError(f"batch_size={cfg.batch_size} is not divisible by the {world} processes")

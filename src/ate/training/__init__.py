@@ -1,12 +1,16 @@
 """ate.training: what the VAE trainer (`ate.align.train`) and the policy trainer (`ate.policies.train`) share.
 
 - :func:`resolve_device`: the ``--device auto|cpu|cuda`` rule, one place for both trainers.
+- :func:`make_accelerator`: the ``accelerate.Accelerator`` both trainers run on: process group, rank and world
+  size under torchrun / ``accelerate launch`` (gloo on the CPU, nccl on GPUs), this process's device, DDP through
+  ``prepare``, the collectives, bf16 autocast and the ``--log-to`` trackers.
 - :func:`rank_share`: the weight that turns one rank's masked mean into its part of the global mean.
 - :func:`cosine_lr_factor`: the one learning-rate schedule (linear warm-up, cosine decay), a pure function of
   the step, so a resumed run needs no scheduler state to continue exactly. It is diffusers'
   ``get_cosine_schedule_with_warmup`` (what the policy trainer's published results used), plus a floor.
-- :class:`MetricsLog`: ``metrics.jsonl`` (+ optional wandb / tensorboard); on resume it drops the rows written
-  after the checkpoint it resumes from, so a killed and resumed run has the rows of an uninterrupted one.
+- :class:`MetricsLog`: ``metrics.jsonl`` (+ optional wandb / tensorboard through accelerate's trackers); on resume
+  it drops the rows written after the checkpoint it resumes from, so a killed and resumed run has the rows of an
+  uninterrupted one.
 """
 
 from __future__ import annotations
@@ -32,6 +36,46 @@ def resolve_device(name: str) -> torch.device:
     if not torch.cuda.is_available():
         raise ConfigError("device='cuda' but torch sees no CUDA device (use 'auto' or 'cpu')")
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+
+
+MIXED_PRECISION = ("no", "bf16")
+
+
+def make_accelerator(device: str = "auto", mixed_precision: str = "no", log_to: str = "none",
+                     out_dir: str | Path | None = None):
+    """The ``accelerate.Accelerator`` of one training run.
+
+    ``device``: the :func:`resolve_device` rule; the CPU, or this process's GPU (``LOCAL_RANK`` under torchrun).
+    ``mixed_precision``: ``"no"`` or ``"bf16"`` (``prepare`` then runs the model's forward under bf16 autocast
+    and returns its outputs in float32); always passed, so an ``ACCELERATE_MIXED_PRECISION`` in the environment
+    cannot change a run. ``log_to``: ``"none"``, ``"wandb"`` or ``"tensorboard"`` (accelerate's trackers,
+    logging under ``out_dir``; :class:`MetricsLog` starts and feeds them); a missing package fails here, on one
+    line, before any work.
+
+    accelerate keeps one configuration per process. A later run in the same process that asks for another
+    device or precision (a GPU check's fp32 then bf16 runs, a benchmark's CPU and GPU runs) gets a fresh one,
+    where accelerate would refuse (precision, cuda -> cpu) or silently keep the old device (cpu -> cuda); the
+    process group of a distributed run is kept."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    if mixed_precision not in MIXED_PRECISION:
+        raise ConfigError(f"mixed_precision must be one of {MIXED_PRECISION}, got {mixed_precision!r}")
+    if log_to != "none":
+        log_backend(log_to)
+    cpu = resolve_device(device).type == "cpu"
+    state, acc_state = PartialState._shared_state, AcceleratorState._shared_state
+    if state and state.get("device") is not None and (state["device"].type == "cpu") != cpu:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    elif acc_state and acc_state.get("_mixed_precision") != mixed_precision:
+        AcceleratorState._reset_state()
+    trackers = {} if log_to == "none" else {"log_with": log_to, "project_dir": None if out_dir is None else str(out_dir)}
+    acc = Accelerator(cpu=cpu, mixed_precision=mixed_precision, **trackers)
+    if acc.gradient_accumulation_steps != 1:  # the trainers step the optimiser every batch: a divided loss only
+        raise ConfigError(f"gradient accumulation ({acc.gradient_accumulation_steps} steps, from the accelerate "
+                          "config / ACCELERATE_GRADIENT_ACCUMULATION_STEPS) is not supported; --batch-size is "
+                          "the global batch")
+    return acc
 
 
 def cosine_lr_factor(step: int, total: int, warmup: int = 0, floor: float = 0.0) -> float:
@@ -71,34 +115,41 @@ class MetricsLog:
 
     ``resume_step``: the step of the checkpoint the run starts from (0: a fresh start empties the file). Rows
     after it, written before the process was killed, are dropped: they are about to be written again.
-    Disabled (``enabled=False``, e.g. on ranks other than 0) it does nothing."""
+    Disabled (``enabled=False``, e.g. on ranks other than 0) it does nothing.
+
+    ``log_to`` other than ``"none"`` needs ``accelerator``, made by :func:`make_accelerator` with the same
+    ``log_to``: wandb gets project ``project``, ``config`` and files under ``out_dir`` and every row, tensorboard
+    writes ``out_dir/tb`` with one scalar per number but ``step`` (its x axis). :meth:`close` ends them."""
 
     def __init__(self, out_dir: Path, resume_step: int = 0, enabled: bool = True, log_to: str = "none",
-                 project: str = "ate", config: dict | None = None):
-        self.path, self.enabled = Path(out_dir) / "metrics.jsonl", enabled
+                 project: str = "ate", config: dict | None = None, accelerator=None):
+        self.path, self.enabled, self.log_to = Path(out_dir) / "metrics.jsonl", enabled, log_to
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             keep = [ln for ln in self.path.read_text().splitlines() if _step_of(ln) <= resume_step] \
                 if resume_step and self.path.exists() else []
             self.path.write_text("".join(ln + "\n" for ln in keep))
-        self.backend = None
-        if enabled and log_to == "wandb":
-            wandb = log_backend(log_to)
-            self.backend = wandb.init(project=project, config=config or {}, dir=str(out_dir))
-        elif enabled and log_to == "tensorboard":
-            log_backend(log_to)
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.backend = SummaryWriter(str(Path(out_dir) / "tb"))
+        self.accelerator = None
+        if enabled and log_to != "none":
+            if accelerator is None or log_to not in {str(getattr(t, "value", t)) for t in accelerator.log_with}:
+                raise ValueError(f"MetricsLog(log_to={log_to!r}) needs make_accelerator(..., log_to={log_to!r})")
+            self.accelerator = accelerator
+            if log_to == "wandb":
+                accelerator.init_trackers(project, config=config or {}, init_kwargs={"wandb": {"dir": str(out_dir)}})
+            else:  # tensorboard: out_dir/tb, no hparams (their event files and hparams.yml would add a folder per start)
+                accelerator.init_trackers("tb")
 
     def log(self, row: dict) -> None:
         if not self.enabled:
             return
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
-        if self.backend is not None and hasattr(self.backend, "log"):
-            self.backend.log(row, step=row["step"])
-        elif self.backend is not None:
-            for k, v in row.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    self.backend.add_scalar(k, v, row["step"])
+        if self.accelerator is not None:
+            values = row if self.log_to == "wandb" else {k: v for k, v in row.items() if k != "step"}
+            self.accelerator.log(values, step=row["step"])
+
+    def close(self) -> None:
+        """End the trackers (wandb's run, tensorboard's writer); metrics.jsonl needs nothing."""
+        if self.accelerator is not None:
+            self.accelerator.end_training()
+            self.accelerator = None
