@@ -206,7 +206,8 @@ def test_headroom_rule_keeps_tasks_inside_the_band_on_validation_seeds_only(tmp_
 
 
 # per family: the committed validation run whose SFT LR the sweep chose and whose headroom rule picked the tasks
-REGIME_EVIDENCE = {"dp": "metaworld-dp-base-gate/d50-s30k", "pi0": "metaworld-pi0-val/sft-lr1e-3"}
+REGIME_EVIDENCE = {"dp": "metaworld-dp-base-gate/d50-s30k", "pi0": "metaworld-pi0-val/sft-lr1e-3",
+                   "rdt": "metaworld-rdt-val/sft-lr1e-3"}
 
 
 @pytest.mark.parametrize("family", list(REGIME_EVIDENCE))
