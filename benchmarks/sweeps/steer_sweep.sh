@@ -13,6 +13,8 @@
 #   rel0.3-flipped-low    ... guided only at noise level <= 0.5 (limited-interval guidance)
 #   rel0.3-flipped-high   ... guided only at noise level >= 0.5
 #   rel0.3-flipped-src    ... pulled toward the nearest source-prior mode instead of E(a0)
+# With SET=absolute it runs instead the paper's absolute strength around its lambda (abs<λ>-<sign>[-window]:
+# λ 1 / 4 / 8, the flipped sign, guidance only at noise >= 0.5 or <= 0.9) and rel1.0-flipped (dp's pick).
 # With BEST="<guidance options>" it also runs the alignment control at that setting (arm ate_unaligned: a
 # target-only VAE, stage 2 without KL / MMD). Every variant is recorded; the table comes from
 #   python -m ate.bench.sweep OUT --out <folder>
@@ -30,6 +32,17 @@ run() {  # name, extra options; a .done marker (not results.json: the copied bas
   touch "$out/$name.done"
 }
 run paper --arms sft ate_paper
+if [ "${SET:-relative}" = absolute ]; then
+  # the paper's absolute strength around its lambda (for families where the paper's guidance already acts,
+  # e.g. flow-matching pi0: its shift is 3-30 % of the residual at noise 0.65-0.95), plus dp's pick as anchor
+  for lam in 1 4 8; do run "abs${lam}-reference" --arms sft ate --scale "$lam"; done
+  run abs2-flipped --arms sft ate --sign flipped
+  run abs2-reference-high --arms sft ate --noise-min 0.5
+  run abs2-reference-cut90 --arms sft ate --noise-max 0.9
+  run abs4-reference-high --arms sft ate --scale 4 --noise-min 0.5
+  run rel1.0-flipped --arms sft ate --strength relative --scale 1.0 --sign flipped
+  exit 0
+fi
 for lam in 0.1 0.3; do
   for sign in reference flipped; do
     run "rel${lam}-${sign}" --arms sft ate --strength relative --scale "$lam" --sign "$sign"
