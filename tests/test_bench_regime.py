@@ -37,6 +37,13 @@ def _profile(arm, n, seed, scale):
             "guidance_norm": [0.1, 0.2], "rows": 64}
 
 
+def _paper_choice(family):
+    """A committed steer choice (as `ate.bench.steer_choice` gives it) that is the paper's guidance: what the
+    runs below used."""
+    return {"schema": "ate.steer.choice/1", "family": family, "policy": family, "variant": "paper",
+            "name": "the paper's guidance", "options": {}, "file": f"steer_choices/{family}.json"}
+
+
 def _write_run(path, suite="metaworld", policy="dp", demos=(1, 5), arms=("sft", "ate", "ate_paper"), seed_start=200_000,
                source=True, profiles=True, command="ate bench --suite metaworld ..."):
     """One finished run: SFT's (seed, task) cells succeed c, c + 2, c + 4, c + 6 times of 20 (c by demos:
@@ -94,8 +101,11 @@ def test_summary_values_merge_and_outputs(tmp_path, single_torch_thread):
     assert dp["arms"]["ate_paper"]["1"]["delta_vs_sft"]["mean"] == 10.0
     assert "delta_vs_sft" not in dp["arms"]["sft"]["1"] and "25" not in dp["arms"]["ate_paper"]
     # issue 11's steer summary: the chosen arm (ate_best) against SFT per demos, ATE-paper alongside
-    steer = regime.steer_summary(s, "rel1.0-flipped: test")
+    steer = regime.steer_summary(s, _paper_choice)  # the runs recorded no choice: matched on their options
     assert steer["schema"] == "ate.steer.summary/1" and set(steer["suites"]) == {"metaworld"}  # rs-rdt has no ate
+    chosen = steer["suites"]["metaworld"]["dp"]["chosen"]
+    assert (chosen["variant"], chosen["family"], chosen["how"]) == ("paper", "dp", "matched")
+    assert steer["chosen"] == f"metaworld/dp: {chosen['label']}"
     cell = steer["suites"]["metaworld"]["dp"]["5"]
     assert (cell["sft"], cell["best"], cell["delta"], cell["paper"], cell["paper_delta"]) == (45.0, 55.0, 10.0, 55.0, 10.0)
     assert steer["suites"]["metaworld"]["dp"]["25"]["paper"] is None  # run b had no ate_paper arm
@@ -215,7 +225,7 @@ def test_regime_preset_follows_the_committed_validation_evidence(family):
     """The preset's choices are the ones the committed validation runs made, and it scores on test seeds."""
     from pathlib import Path
 
-    from ate.bench.pipeline import STEER_CHOICE
+    from ate.bench import steer_choice
 
     root = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "regime"
     cfg = BenchConfig.from_preset("metaworld", "regime", policy=family)
@@ -229,7 +239,7 @@ def test_regime_preset_follows_the_committed_validation_evidence(family):
     assert cfg.eval_seed_start < regime.VALIDATION_SEED_START  # test seeds
     assert cfg.headline == 5 and cfg.episodes_at(5) >= 50 and len(cfg.seeds) >= 3
     assert set(cfg.all_arms) == set(regime.REPORT_ARMS) - {"ate_best"} | {"ate"}
-    assert all(cfg.guidance_kwargs("ate")[k] == v for k, v in STEER_CHOICE["options"].items())
+    assert all(cfg.guidance_kwargs("ate")[k] == v for k, v in steer_choice(family)["options"].items())
 
 
 def test_sweep_choice_rule_mean_over_demos_ties_to_fewer_changes():
@@ -260,9 +270,10 @@ def test_merge_refuses_runs_of_another_setting_and_steer_summary_checks_the_guid
     with pytest.raises(ConfigError, match="differ in target_tasks"):
         regime.summarize([tmp_path / "a", tmp_path / "b"], None)
     s = regime.summarize([tmp_path / "a"], None)
-    assert regime.steer_summary(s, "x", {"scale": 2.0})["suites"]["metaworld"]["dp"]["5"]["delta"] == 10.0
-    with pytest.raises(ConfigError, match="not the chosen"):  # the run's ate arm used the paper's λ 2
-        regime.steer_summary(s, "x", {"scale": 1.0, "strength": "relative"})
+    assert regime.steer_summary(s, _paper_choice)["suites"]["metaworld"]["dp"]["5"]["delta"] == 10.0
+    other = lambda f: {**_paper_choice(f), "variant": "rel1.0", "options": {"scale": 1.0, "strength": "relative"}}
+    with pytest.raises(ConfigError, match="not a committed steer choice"):  # the run's ate arm used the paper's λ 2
+        regime.steer_summary(s, other)
 
 
 def test_sweep_choice_skips_alignment_ablations():

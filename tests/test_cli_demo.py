@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from ate.bench.pipeline import PAPER_GUIDANCE, STEER_CHOICE, BenchConfig
+from ate.bench import steer_choice
+from ate.bench.pipeline import PAPER_GUIDANCE, BenchConfig
 from ate.cli.demo import profile_lines, verdict
 
 
@@ -30,13 +31,16 @@ def test_profile_lines_average_seeds_per_arm():
 
 
 def test_steer_choice_is_a_valid_guidance_chosen_on_validation_seeds():
-    opts = STEER_CHOICE["options"]
-    assert set(opts) <= set(PAPER_GUIDANCE) | {"kl_direction", "prior_mode"}
-    assert all(opts[k] != PAPER_GUIDANCE[k] for k in opts if k in PAPER_GUIDANCE)  # only what differs is listed
-    cfg = BenchConfig.from_preset("robosuite", "quick", arms=["sft", "ate_paper", "ate"], **opts)
-    assert cfg.guidance_kwargs("ate") == {**PAPER_GUIDANCE, **{k: v for k, v in opts.items() if k in PAPER_GUIDANCE}}
+    choice = steer_choice("dp")  # the demo runs dp: dp's own choice, never a fallback
+    opts = choice["options"]
+    assert choice["family"] == "dp" and "fallback_from" not in choice
+    assert set(opts) <= set(PAPER_GUIDANCE)
+    assert all(opts[k] != PAPER_GUIDANCE[k] for k in opts)  # only what differs is listed
+    cfg = BenchConfig.with_steer_choice("robosuite", "quick", "dp", arms=["sft", "ate_paper", "ate"])
+    assert cfg.guidance_kwargs("ate") == {**PAPER_GUIDANCE, **opts}
     assert cfg.guidance_kwargs("ate_paper") == PAPER_GUIDANCE
-    assert STEER_CHOICE["name"] and "validation" in STEER_CHOICE["chosen_on"]
+    assert cfg.steer_choice["family"] == "dp" and cfg.steer_choice["variant"] == choice["variant"]
+    assert choice["name"] and "validation" in choice["chosen_on"]
 
 
 @pytest.mark.sim

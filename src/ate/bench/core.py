@@ -291,11 +291,12 @@ def bench_dp_size() -> dict:
 
 
 def _bench_dp_guidance_variants() -> dict[str, dict]:
-    from ate.bench.pipeline import PAPER_GUIDANCE, STEER_CHOICE
+    from ate.bench import steer_choice
+    from ate.bench.pipeline import PAPER_GUIDANCE
 
     # name: GuidanceConfig fields; the guidance of the pipeline's `ate_paper` arm and of its `ate` arm in the
-    # regime preset (the validation-chosen variant)
-    return {"ate_paper": dict(PAPER_GUIDANCE), "ate_best": dict(STEER_CHOICE["options"])}
+    # regime preset for dp (the variant chosen on dp's validation seeds: this measures the dp family)
+    return {"ate_paper": dict(PAPER_GUIDANCE), "ate_best": dict(steer_choice("dp")["options"])}
 
 
 BENCH_DP_TARGET = 1.5  # issue 12, item 7b: guided / plain step at the bench's default DP size

@@ -65,9 +65,10 @@ PAPER_GUIDANCE = dict(scale=2.0, clamp=0.1, sign="reference", encoder_mode="samp
                       noise_min=0.0, noise_max=1.0, strength="absolute", latent_target="clean")
 # the guidance profile of a guided arm: at most this many target windows, drawn from this seed
 PROFILE_WINDOWS, PROFILE_SEED = 256, 0
-# the guidance of the `ate` arm where a preset or `ate demo` needs "the best variant": chosen on validation
-# seeds only, fixed in a committed file before any test-seed run (its "evidence" names the sweep results)
-STEER_CHOICE: dict[str, Any] = json.loads((Path(__file__).with_name("steer_choice.json")).read_text())
+# presets whose `ate` arm is "the best variant" (ATE-best): the committed steer choice of the run's policy family
+# (`ate.bench.steer_choice`: chosen on that family's validation seeds, fixed in a file before any test-seed run;
+# dp's, recorded as a fallback, for a family without one), applied in `BenchConfig.from_preset`
+STEER_CHOICE_PRESETS = {("metaworld", "regime")}
 # AlignConfig fields that do not change a VAE stage's result (so they do not invalidate its cache)
 _NOT_STAGE_PARAMS = ("progress", "wandb_project")
 ML10_TRAIN = ["reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-close-v3", "button-press-topdown-v3",
@@ -114,6 +115,10 @@ class BenchConfig:
         vae_lr, w_kl, w_mmd, mmd_distance, kl_direction, mmd_target, prior_mode.
     Steer (`ate.steer.GuidanceConfig`): scale (λ), clamp (κ), sign, encoder_mode, reduction, t_cap, noise_min,
         noise_max, strength, latent_target.
+        steer_choice: a record, not a setting (no stage depends on it): the committed steer choice whose options
+            these guidance fields are ({"family", "policy", "variant", "name", "file", "options"[, "fallback_from"]},
+            `ate.bench.choice`), set by a preset of STEER_CHOICE_PRESETS and by `ate demo`; None: the fields as
+            given. Checked against the fields, so it never names a variant the `ate` arm did not use.
     """
 
     suite: str = "robosuite"
@@ -180,6 +185,8 @@ class BenchConfig:
     noise_max: float = 1.0
     strength: str = "absolute"
     latent_target: str = "clean"
+    # record, not a setting: the committed steer choice the `ate` arm's guidance is (`ate.bench.choice.choice_record`)
+    steer_choice: dict[str, Any] | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -219,19 +226,56 @@ class BenchConfig:
 
         self.align_config(self.stage1_steps, 0)
         GuidanceConfig(**self.guidance_kwargs())
+        if self.steer_choice is not None:
+            from ate.bench.choice import guidance_differs
+
+            rec = self.steer_choice
+            if not isinstance(rec, dict) or not isinstance(rec.get("options"), dict) or not rec.get("variant"):
+                raise ConfigError(f"BenchConfig.steer_choice={rec!r}: expected a record of ate.bench.choice.choice_record")
+            bad = guidance_differs(self.guidance_kwargs("ate"), rec["options"])
+            if bad:
+                raise ConfigError(f"BenchConfig.steer_choice names {rec.get('family')}'s {rec['variant']} "
+                                  f"({rec['options']}), but the ate arm's guidance differs in {', '.join(bad)}: set "
+                                  "steer_choice=None for guidance of your own")
 
     # ------------------------------------------------------------------ presets
     @classmethod
     def from_preset(cls, suite: str, preset: str, **overrides) -> "BenchConfig":
         """The named setting of a suite ("smoke" | "quick" | "full" | "regime"), then what `FAMILY_PRESETS`
-        changes in it for the chosen policy family, then the field overrides."""
+        changes in it for the chosen policy family, then (presets of STEER_CHOICE_PRESETS) that family's steer
+        choice as the `ate` arm's guidance, recorded in `steer_choice`, then the field overrides. An override
+        of a guidance field that leaves the choice drops the record (the arm is no longer that choice)."""
         if (suite, preset) not in PRESETS:
             names = sorted({p for _, p in PRESETS})
             raise ConfigError(f"no preset {preset!r} for suite {suite!r}; presets: {names}")
         values = {**PRESETS[(suite, preset)], "suite": suite, "preset": preset}
-        values.update(FAMILY_PRESETS.get((suite, preset), {}).get(overrides.get("policy", values.get("policy")), {}))
+        policy = overrides.get("policy", values.get("policy"))
+        values.update(FAMILY_PRESETS.get((suite, preset), {}).get(policy, {}))
+        if (suite, preset) in STEER_CHOICE_PRESETS:
+            from ate.bench.choice import choice_record, steer_choice
+
+            choice = steer_choice(policy)
+            values.update(choice["options"], steer_choice=choice_record(choice))
         values.update(overrides)
+        if "steer_choice" not in overrides and values.get("steer_choice") is not None:
+            from ate.bench.choice import guidance_differs
+
+            guidance = {k: values.get(k, f.default) for k, f in cls.__dataclass_fields__.items() if k in PAPER_GUIDANCE}
+            if guidance_differs(guidance, values["steer_choice"]["options"]):
+                logger.info("the ate arm's guidance is overridden: not the steer choice %s any more",
+                            values["steer_choice"]["variant"])
+                values["steer_choice"] = None
         return cls(**values)
+
+    @classmethod
+    def with_steer_choice(cls, suite: str, preset: str, family: str = "dp", **overrides) -> "BenchConfig":
+        """`from_preset` with the `ate` arm's guidance set to `family`'s committed steer choice, recorded
+        (`ate demo` runs dp, so it takes dp's)."""
+        from ate.bench.choice import choice_record, steer_choice
+
+        choice = steer_choice(family)
+        return cls.from_preset(suite, preset, **{**choice["options"], **overrides,
+                                                 "steer_choice": choice_record(choice)})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -338,7 +382,7 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
         arms=["sft", "ate_paper", "ate"], headline_arms=["ate_unaligned", "lora", "scratch"],
         finetune_lr=3e-3, lora_lr=3e-3, finetune_epochs=32, finetune_min_steps=100, finetune_max_steps=2000,
         finetune_steps=2000, stage1_steps=1500, stage2_steps=400, eval_episodes=20, headline_eval_episodes=50,
-        seeds=[0, 1, 2], source_eval_episodes=20, eval_seed_start=100_000, **STEER_CHOICE["options"]),
+        seeds=[0, 1, 2], source_eval_episodes=20, eval_seed_start=100_000),  # + the steer choice: STEER_CHOICE_PRESETS
 }
 
 # What a policy family changes in a preset, each value chosen on that family's validation seeds: the family's

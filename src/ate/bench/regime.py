@@ -15,7 +15,9 @@ Reads each run's results.json (`ate.bench.results/1`) and writes into `--out`:
            "arms" {arm: {demos: {"mean", "ci", "delta_vs_sft" {"mean", "ci"} (paired; not for sft)}}},
            "guidance_profile" {arm: {"levels", "noise_level", "rel_strength" (mean over (demos, seed)),
                                      "rel_strength_min", "rel_strength_max", "frac_clamped", "profiles"}},
-           "runs" [{"dir", "command", "machine", "total_wall_s", "n_target_demos", "created"}]}}}}
+           "runs" [{"dir", "command", "machine", "config" (its guidance fields), "arms", "steer_choice" (the record of
+                    the choice its `ate` arm used, `ate.bench.choice`; null before runs recorded it),
+                    "total_wall_s", "n_target_demos", "created"}]}}}}
 
   Arms are the bench's, with `ate` (the configured variant under test) reported as `ate_best`; every arm of
   REPORT_ARMS is listed, {} when absent. Numbers are the final-step, all-task rows of each run's `summary`
@@ -40,7 +42,7 @@ import numpy as np
 
 from ate.errors import ConfigError
 from ate.bench.report import BASE_GATE as _REPORT_BASE_GATE
-from ate.bench.report import config_headline
+from ate.bench.report import config_arms, config_headline
 
 SCHEMA = "ate.regime.summary/1"
 RESULTS_SCHEMA = "ate.bench.results/1"
@@ -182,6 +184,8 @@ def family_summary(runs: list[dict]) -> dict[str, Any]:
         "runs": [{"dir": r["_dir"], "command": r.get("command"), "machine": r.get("machine"), "config": {
                       k: r["config"].get(k) for k in ("scale", "sign", "clamp", "reduction", "encoder_mode", "strength",
                                                       "noise_min", "noise_max", "latent_target", "t_cap")},
+                  "arms": config_arms(r["config"]),
+                  "steer_choice": r["config"].get("steer_choice"),  # None in runs recorded before the record
                   "total_wall_s": r.get("total_wall_s"), "n_target_demos": r["config"]["n_target_demos"],
                   "created": r.get("created")} for r in runs],
     }
@@ -316,23 +320,61 @@ def headroom(run_dir: str | Path, n_demos: int | None = None, band: tuple[float,
 STEER_SCHEMA = "ate.steer.summary/1"
 
 
-def steer_summary(summary: dict, chosen: str, options: dict | None = None) -> dict[str, Any]:
+def _run_choice(run: dict, family: str, choices) -> tuple[dict, str]:
+    """The steer choice a run's `ate` arm used, and how that is known: "recorded" (the run's own record, checked
+    against its guidance fields) or "matched" (a run recorded before the record existed: its guidance fields
+    are the family's choice, else dp's, the fallback)."""
+    from ate.bench.choice import FALLBACK, choice_record, guidance_differs
+
+    cfg = run.get("config") or {}
+    rec = run.get("steer_choice")
+    if rec:
+        bad = guidance_differs(cfg, rec.get("options") or {})
+        if bad:
+            raise ConfigError(f"{run['dir']}: its ate arm used {', '.join(f'{k}={cfg[k]}' for k in bad)}, not its "
+                              f"recorded steer choice {rec.get('variant')} ({rec.get('options')})")
+        return rec, "recorded"
+    tried = []
+    for ask in dict.fromkeys((family, FALLBACK)):
+        c = choices(ask)
+        if not guidance_differs(cfg, c["options"]):
+            return {**choice_record(c), "policy": family, **({"fallback_from": c["family"]} if c["family"] != family
+                                                              else {})}, "matched"
+        tried.append(f"{c['family']}'s {c['variant']} {c['options']}")
+    shown = {k: cfg[k] for k in cfg if k in guidance_differs(cfg, {})}
+    raise ConfigError(f"{run['dir']}: its ate arm used {shown or 'the paper guidance'}, not a committed steer choice "
+                      f"({'; '.join(dict.fromkeys(tried))}); it cannot stand for the chosen variant")
+
+
+def steer_summary(summary: dict, choices=None) -> dict[str, Any]:
     """Issue 11's summary from a regime summary: per suite × family × demos, SFT, the chosen variant (the
     regime's `ate_best` arm), their paired difference and CI, and ATE-paper for reference (percent).
 
-    options: the chosen guidance options; every run must have used them for its `ate` arm (else one-line
-    ConfigError), so another variant is never reported as the chosen one."""
+    Each family's entry names its own choice under "chosen" ({"label", "family", "variant", "name", "options",
+    "file", "fallback_from" (when another family's choice stood in), "how"}): what its runs recorded, or, for
+    runs recorded before that, the committed choice their guidance fields are (the family's own, else dp's).
+    Every run of a family must have used one choice for its `ate` arm (else one-line ConfigError), so another
+    variant is never reported as the chosen one. The top-level "chosen" lists the labels ("suite/family: ...").
+
+    choices: family -> its committed choice (default `ate.bench.steer_choice`; read only for runs without a record).
+    """
+    from ate.bench.choice import choice_label
+
+    if choices is None:
+        from ate.bench.choice import steer_choice as choices
     suites: dict[str, dict] = {}
+    labels = []
     for suite, fams in summary["suites"].items():
         for family, e in fams.items():
-            if not e:
+            if not e or not e["arms"].get("ate_best"):
                 continue
-            for run in e.get("runs", []):
-                cfg = run.get("config") or {}
-                bad = [k for k, v in (options or {}).items() if k in cfg and cfg[k] != v]
-                if bad and e["arms"].get("ate_best"):
-                    raise ConfigError(f"{run['dir']}: its ate arm used {', '.join(f'{k}={cfg[k]}' for k in bad)}, "
-                                      f"not the chosen {options}; it cannot stand for the chosen variant")
+            found = [(_run_choice(run, family, choices), run["dir"]) for run in e.get("runs", [])
+                     if "ate" in run.get("arms", ["ate"])]  # a run without the arm chose nothing
+            ids = {json.dumps([rec["family"], rec["variant"], rec["options"]], sort_keys=True) for (rec, _), _ in found}
+            if len(ids) > 1:
+                raise ConfigError(f"the {suite}/{family} runs used different steer choices for their ate arm ("
+                                  + "; ".join(f"{d}: {rec['family']}'s {rec['variant']}" for (rec, _), d in found)
+                                  + "); one summary row stands for one choice")
             cells = {}
             for n, best in e["arms"].get("ate_best", {}).items():
                 sft = e["arms"]["sft"].get(n)
@@ -343,7 +385,14 @@ def steer_summary(summary: dict, chosen: str, options: dict | None = None) -> di
                             "ci": best["delta_vs_sft"]["ci"], "paper": paper["mean"] if paper else None,
                             "paper_delta": (paper.get("delta_vs_sft") or {}).get("mean") if paper else None}
             if cells:
+                chosen = None
+                if found:
+                    rec = found[0][0][0]
+                    hows = sorted({how for (_, how), _ in found})
+                    chosen = {"label": choice_label(rec), **rec, "how": " and ".join(hows)}
+                    labels.append(f"{suite}/{family}: {chosen['label']}")
                 suites.setdefault(suite, {})[family] = {**cells, "split": e["split"], "seeds": e["seeds"],
                                                         "episodes": e["episodes"],
-                                                        "headline_episodes": e.get("headline_episodes")}
-    return {"schema": STEER_SCHEMA, "chosen": chosen, "suites": suites}
+                                                        "headline_episodes": e.get("headline_episodes"),
+                                                        "chosen": chosen}
+    return {"schema": STEER_SCHEMA, "chosen": "; ".join(labels), "suites": suites}

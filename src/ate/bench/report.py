@@ -233,6 +233,16 @@ def _budget(cfg: dict) -> str:
             "steps (per number of demos below)")
 
 
+def _choice_lines(cfg: dict) -> list[str]:
+    """Which committed steer choice the `ate` arm (ATE-best) used, when the run recorded one."""
+    rec = cfg.get("steer_choice")
+    if not rec or "ate" not in config_arms(cfg):
+        return []
+    from ate.bench.choice import choice_label
+
+    return [f"ATE-best (the `ate` arm) = the committed steer choice {choice_label(rec)}, `{rec.get('file')}`.", ""]
+
+
 def write_report(results: dict, run_dir: Path) -> dict[str, Path]:
     """Write results.json, the plots and report.md into run_dir; returns their paths."""
     from ate.bench.plots import write_plots
@@ -254,6 +264,7 @@ def write_report(results: dict, run_dir: Path) -> dict[str, Path]:
         f"seeds {cfg['eval_seed_start']}…{_curve_note(cfg)} "
         f"(identical for every arm).",
         "",
+        *_choice_lines(cfg),
         "## Success rate (%) at the end of fine-tuning",
         "",
         summary_table(results, n_main, final),

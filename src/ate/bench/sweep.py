@@ -10,6 +10,13 @@ the guidance actually was during training: means over the arm's logged steps of 
 ‖g‖ (`guidance_norm`, before c(t) and λ), c(t) (`coef_mean`), the fraction of elements clamped at κ,
 the shift relative to the policy's own residual (`rel_strength`) and the plain denoising loss, so a variant that "did nothing" can be told apart from one that acted
 and hurt. Writes sweep.json, sweep.md and sweep.png (guided − SFT with CIs per row).
+
+With ``--choose FILE --family FAMILY`` (validation seeds only, every variant of that policy family) it also
+writes the family's steer choice by CHOICE_RULE, the `ate` arm of the regime preset for that family
+(`ate.bench.steer_choice`)::
+
+    python -m ate.bench.sweep runs/steer-sweep-pi0 --out benchmarks/results/steer/pi0/sweep \
+        --choose src/ate/bench/steer_choices/pi0.json --family pi0 --chosen-on "validation seeds 200000+ (...)"
 """
 
 from __future__ import annotations
@@ -123,8 +130,9 @@ def _changed_options(g: dict) -> dict:
     return out
 
 
-def choose(rows: list[dict], evidence: str, chosen_on: str) -> dict:
-    """The steer choice (`ate.steer.choice/1`, the format of ``ate/bench/steer_choice.json``) by CHOICE_RULE.
+def choose(rows: list[dict], evidence: str, chosen_on: str, family: str = "dp") -> dict:
+    """The steer choice (`ate.steer.choice/1`, the format of ``ate/bench/steer_choices/<family>.json``) of the
+    policy family `family` by CHOICE_RULE.
 
     Only rows of the `ate` and `ate_paper` arms compete (an `ate_unaligned` row is a control, not a
     candidate); every candidate and its score is recorded in the choice.
@@ -143,11 +151,12 @@ def choose(rows: list[dict], evidence: str, chosen_on: str) -> dict:
                        "by_demos": {str(r["n_demos"]): {"diff": r["diff"], "ci95": r["ci95"]} for r in rs}})
     scored.sort(key=lambda c: (-round(c["score"], 9), len(c["options"]), c["variant"]))
     best = scored[0]
-    return {"schema": "ate.steer.choice/1", "name": _guidance_label(_paper_with(best)),
+    return {"schema": "ate.steer.choice/1", "family": family, "name": _guidance_label(_paper_with(best)),
             "variant": best["variant"], "options": best["options"], "rule": CHOICE_RULE, "chosen_on": chosen_on,
             "evidence": [evidence], "candidates": scored,
-            "note": "the guidance options of the `ate` arm (ATE-best) in the regime preset and `ate demo`; every "
-                    "other GuidanceConfig field keeps the paper's value"}
+            "note": f"the guidance options of the `ate` arm (ATE-best) of the {family} family in the regime preset"
+                    f"{' and `ate demo`' if family == 'dp' else ''}; every other GuidanceConfig field keeps the "
+                    "paper's value"}
 
 
 def _paper_with(candidate: dict) -> dict:
@@ -187,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="also write the steer choice by the rule (" + CHOICE_RULE + ") to this file")
     p.add_argument("--chosen-on", default="validation evaluation seeds 200000+",
                    help="what the sweep was scored on, recorded in the choice")
+    p.add_argument("--family", default="dp", choices=("dp", "rdt", "pi0"),
+                   help="the policy family the sweep ran, recorded in the choice (its file is "
+                        "src/ate/bench/steer_choices/FAMILY.json; every variant must be of this family) "
+                        "(default: %(default)s)")
     args = p.parse_args(argv)
     rows = collect(args.sweep_dir)
     if not rows:
@@ -200,7 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.choose:
         if any(r["eval_seed_start"] < 200_000 for r in rows):
             raise SystemExit(f"{args.sweep_dir}: a variant was scored on test seeds (< 200000); choose on validation only")
-        choice = choose(rows, str(out), args.chosen_on)
+        from ate.bench.choice import FAMILY_OF
+
+        other = sorted({str(r["policy"]) for r in rows if FAMILY_OF.get(r["policy"], r["policy"]) != args.family})
+        if other:
+            raise SystemExit(f"{args.sweep_dir}: variants of policy {', '.join(other)} in a --family {args.family} "
+                             "sweep; choose per family")
+        choice = choose(rows, str(out), args.chosen_on, args.family)
         Path(args.choose).parent.mkdir(parents=True, exist_ok=True)
         Path(args.choose).write_text(json.dumps(choice, indent=2) + "\n")
         print(f"chosen ({CHOICE_RULE}): {choice['variant']} -> {choice['options']}; written: {args.choose}")

@@ -15,7 +15,8 @@ import dataclasses
 import json
 import typing
 
-SKIP = {"suite", "preset"}
+# not options: suite and preset have their own; steer_choice is a record the preset sets (BenchConfig)
+SKIP = {"suite", "preset", "steer_choice"}
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -48,8 +49,9 @@ def config_from_args(args: argparse.Namespace):
     return cfg
 
 
-# options that do not change any stage's result: a run continued from its config may change them
-_RUNTIME_ONLY = ("progress", "workers", "torch_threads", "preset")
+# options that do not change any stage's result: a run continued from its config may change them (steer_choice
+# is a record of where the guidance fields came from; the fields themselves are compared)
+_RUNTIME_ONLY = ("progress", "workers", "torch_threads", "preset", "steer_choice")
 
 
 def _check_continues(cfg) -> None:
@@ -86,7 +88,9 @@ def _config_file():
         results = str(d.get("schema", "")).startswith("ate.bench.results") and isinstance(d.get("config"), dict)
         return d["config"] if results else d
 
-    return ConfigFile("config.json", {f.name: f.name for f in dataclasses.fields(BenchConfig)}, select=select)
+    # steer_choice (a record) is accepted and ignored: the preset records it again from the guidance fields
+    keys = {f.name: None if f.name == "steer_choice" else f.name for f in dataclasses.fields(BenchConfig)}
+    return ConfigFile("config.json", keys, select=select)
 
 
 def register(sub) -> None:
@@ -121,7 +125,9 @@ def register(sub) -> None:
                    help="`ate.bench.eval_speed` result whose overall speedup is recorded (default: "
                         "benchmarks/results/eval-speed/results.json when present, else the field is null)")
     s.add_argument("--steer-out", default=None, metavar="DIR",
-                   help="also write issue 11's steer summary (the chosen variant vs SFT) to DIR/summary.json")
+                   help="also write issue 11's steer summary (the chosen variant vs SFT) to DIR/summary.json; each "
+                        "family's ATE-best is named by the steer choice its runs recorded (runs made before that "
+                        "record: the committed choice their guidance options match, the family's own or dp's)")
     s.set_defaults(func=_summarize)
     h = sub2.add_parser("headroom", help="the target-task rule: tasks where SFT lies in the headroom band",
                         description="Apply the evidence protocol's written rule to a finished run scored on validation "
@@ -195,14 +201,16 @@ def _summarize(args) -> int:
     if args.steer_out:
         from pathlib import Path
 
-        from ate.bench.pipeline import STEER_CHOICE
-
         out = Path(args.steer_out)
         out.mkdir(parents=True, exist_ok=True)
-        steer = regime.steer_summary(summary, f"{STEER_CHOICE['variant']}: {STEER_CHOICE['name']}",
-                                     STEER_CHOICE["options"])
+        # each family's ATE-best named by its runs' own recorded steer choice (older runs: matched on their options)
+        steer = regime.steer_summary(summary)
         (out / "summary.json").write_text(json.dumps(steer, indent=2) + "\n")
         paths["steer_summary"] = out / "summary.json"
+        for suite, fams in steer["suites"].items():
+            for family, e in fams.items():
+                if e.get("chosen"):
+                    print(f"ATE-best of {suite}/{family} = {e['chosen']['label']} [{e['chosen']['how']}]")
     for suite, fams in summary["suites"].items():
         for family, e in fams.items():
             if e:

@@ -2,7 +2,7 @@
 vs ATE with the guidance chosen on validation seeds.
 
 Same pipeline as `ate bench --suite robosuite --preset quick` with the arms sft, ate_paper and ate (the
-committed choice, `ate.bench.pipeline.STEER_CHOICE`); prints the table, how strong each guidance was
+committed steer choice of the dp family, `ate.bench.steer_choice("dp")`); prints the table, how strong each guidance was
 relative to the policy's own residual by noise level, and a plain verdict. Cached: a second run only
 rebuilds the report.
 """
@@ -60,18 +60,20 @@ def profile_lines(results: dict) -> list[str]:
 def _run(args) -> int:
     import time
 
-    from ate.bench.pipeline import BenchConfig, STEER_CHOICE, run_bench
+    from ate.bench import steer_choice
+    from ate.bench.pipeline import BenchConfig, run_bench
     from ate.bench.report import summary_table
 
-    cfg = BenchConfig.from_preset("robosuite", args.preset, out_dir=args.out, workers=args.workers,
-                                  progress=not args.quiet, arms=["sft", "ate_paper", "ate"], **STEER_CHOICE["options"])
+    choice = steer_choice("dp")  # the demo trains a Diffusion Policy: dp's choice
+    cfg = BenchConfig.with_steer_choice("robosuite", args.preset, "dp", out_dir=args.out, workers=args.workers,
+                                        progress=not args.quiet, arms=["sft", "ate_paper", "ate"])
     t0 = time.perf_counter()
     results = run_bench(cfg, command=f"ate demo --out {args.out} --preset {args.preset} --workers {args.workers}")
     wall = time.perf_counter() - t0
     print(f"\nSFT vs ATE, {cfg.source_robots} -> {cfg.target_robot}, {', '.join(cfg.target_tasks)}, "
           f"{cfg.n_target_demos[0]} target demos, seeds {cfg.seeds}, {cfg.eval_episodes} episodes each "
-          f"(success %, 95 % CI). ATE_PAPER = the published guidance; ATE = {STEER_CHOICE['name']}, chosen on "
-          f"{STEER_CHOICE['chosen_on']} (not on this task):\n")
+          f"(success %, 95 % CI). ATE_PAPER = the published guidance; ATE = {choice['name']}, chosen on "
+          f"{choice['chosen_on']} (not on this task):\n")
     print(summary_table(results))
     n, step = cfg.headline, cfg.finetune_steps
     print()
