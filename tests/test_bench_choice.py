@@ -148,7 +148,8 @@ def test_the_regime_preset_takes_its_familys_choice_and_records_it(choices):
     assert BenchConfig.from_preset("metaworld", "quick").steer_choice is None  # other presets: no choice
 
 
-REGIME_RUNS = {"dp": "metaworld-dp-test", "pi0": "metaworld-pi0-test"}
+# the committed test-seed runs whose family still has the choice they ran with (pi0 got its own later: below)
+REGIME_RUNS = {"dp": "metaworld-dp-test", "rdt": "metaworld-rdt-test"}
 
 
 @pytest.mark.parametrize("family", list(REGIME_RUNS))
@@ -174,6 +175,21 @@ def test_the_regime_runs_made_before_the_record_stay_the_same_config(tmp_path, f
     (run / "config.json").write_text(json.dumps({**old, "out_dir": str(run), "scale": 0.5}))
     with pytest.raises(ConfigError, match="scale"):  # while a guidance field that changed is still refused
         _check_continues(new)
+
+
+def test_pi0s_own_choice_changes_only_the_arms_that_use_the_best_guidance():
+    """pi0's committed test run used dp's choice (the fallback then). With pi0's own choice, continuing that run
+    re-trains exactly the arms guided by the best variant (`ate`, and `ate_unaligned` at its strength); SFT,
+    ATE-paper, LoRA and scratch stay cached."""
+    old = json.loads((ROOT / "benchmarks" / "results" / "regime" / "metaworld-pi0-test" / "config.json").read_text())
+    new = BenchConfig.from_preset("metaworld", "regime", policy="pi0", out_dir=old["out_dir"])
+    assert new.steer_choice["family"] == "pi0" and "fallback_from" not in new.steer_choice
+    then = BenchConfig(**old)
+    changed = {arm for arm in GUIDED_ARMS if new.guidance_kwargs(arm) != then.guidance_kwargs(arm)}
+    assert changed == {"ate", "ate_unaligned"} & set(GUIDED_ARMS)
+    assert new.guidance_kwargs("ate_paper") == then.guidance_kwargs("ate_paper") == PAPER_GUIDANCE
+    same = {k for k in old if k not in PAPER_GUIDANCE and k not in ("out_dir", "progress")}  # progress: runtime only
+    assert {k: getattr(new, k) for k in same} == {k: getattr(then, k) for k in same}
 
 
 def _set_choice(run_dir: Path, options: dict, record: dict | None) -> None:
