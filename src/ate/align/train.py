@@ -11,7 +11,8 @@ Run directory::
 
     out_dir/
       run.json          config, data, stage, plus the caller's ``run_info`` (the CLI's options, so
-                        ``ate align ... --config out_dir`` repeats the run); rewritten at every (re)start
+                        ``ate align ... --config out_dir`` repeats the run) and the number of processes
+                        (``world_size``); rewritten at every (re)start
       metrics.jsonl     one JSON object per logged step (recon, kl, mmd, lr, samples_per_s, val_*)
       last/             resumable checkpoint (model + training_state/), replaced atomically
       best/             best validation checkpoint (model only)
@@ -380,7 +381,7 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
     if main:  # on resume too: run.json holds the options of the latest start (e.g. a longer --steps)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out_dir / "run.json", {**meta, "train_chunks": len(train), "val_chunks": len(val) if val else 0,
-                                                 "num_episodes": eps.num_episodes})
+                                                 "num_episodes": eps.num_episodes, "world_size": world})
     # DDP over the processes (else the module itself); with bf16 its forward autocasts, the outputs float32
     model = acc.prepare(vae)
     metrics = MetricsLog(out_dir, step, main, cfg.log_to, cfg.wandb_project, cfg.to_dict(), accelerator=acc)
