@@ -45,6 +45,27 @@ from ate.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
+# the trainer's gather of the latents (`ate.align.train._gather`) on 2 ranks: each holds 4 of the 8 rows and
+# back-propagates the MMD of the gathered 8; float64. The gather must not be deprecated (FutureWarning).
+GATHER_MAIN = """
+import sys, warnings, torch, torch.distributed as dist
+from ate.align.losses import mmd
+from ate.align.train import _gather
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+g = torch.Generator().manual_seed(0)
+z, y = torch.randn(8, 4, generator=g, dtype=torch.float64), torch.randn(8, 4, generator=g, dtype=torch.float64)
+n = len(z) // world
+x = z[rank * n:(rank + 1) * n].clone().requires_grad_()
+with warnings.catch_warnings():
+    warnings.simplefilter("error", FutureWarning)
+    m = mmd(_gather(x, world), y)
+    m.backward()
+torch.save({"mmd": m.detach().clone(), "grad": x.grad}, f"{sys.argv[1]}/rank{rank}.pt")
+dist.barrier()  # both done, then no gloo thread outlives the interpreter (else a rare SIGABRT at exit)
+dist.destroy_process_group()
+"""
+
 
 def _torchrun(*args):
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *map(str, args)]
@@ -73,6 +94,29 @@ def stage1_gmm(src, tmp_path_factory):
     out = tmp_path_factory.mktemp("s1gmm") / "s1"
     return train_stage1(src, out, AlignConfig(steps=4, preset="small", latent_dim=16, horizon=8, batch_size=8,
                                               prior_mode="gmm", gmm_components=2, progress=False))
+
+
+def test_gathered_mmd_gradient_matches_one_process(tmp_path):
+    from ate.align.losses import mmd
+
+    script = tmp_path / "gather_main.py"
+    script.write_text(GATHER_MAIN)
+    _run(_torchrun(script, tmp_path))
+    g = torch.Generator().manual_seed(0)
+    z, y = torch.randn(8, 4, generator=g, dtype=torch.float64), torch.randn(8, 4, generator=g, dtype=torch.float64)
+    z.requires_grad_()
+    m = mmd(z, y)
+    m.backward()
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        # the same rows in the same order: the same float64 number
+        torch.testing.assert_close(got["mmd"], m.detach(), rtol=1e-12, atol=0)
+        # Each rank's loss is the global MMD; the gather's backward sums the gradient of a rank's rows over
+        # both ranks' losses: 2x the one-process gradient, which DDP's average over the 2 ranks' weight
+        # gradients turns back into the one-process step. Without a backward across ranks a rank would get
+        # 1x its rows' gradient; without any gradient, none.
+        torch.testing.assert_close(got["grad"], 2 * z.grad[4 * rank:4 * (rank + 1)], rtol=1e-12, atol=1e-15)
+    assert z.grad.abs().min() > 1e-6  # every row gets a gradient: not vacuous
 
 
 # "2gmm": a mixture prior, whose KL is a Monte-Carlo estimate with its own per-step prior draws

@@ -149,13 +149,24 @@ class AlignConfig:
 # --------------------------------------------------------------------------------------------------
 def _gather(x: torch.Tensor, world: int) -> torch.Tensor:
     """The rows of all ranks, in rank order (a no-op in one process). Autograd-aware, unlike accelerate's
-    gather: the MMD over the global batch back-propagates into every rank's latents. It runs on the process
-    group the Accelerator joined."""
+    gather: the MMD over the global batch back-propagates into every rank's latents (backward: the sum over
+    ranks of the gradients of each rank's rows, a reduce-scatter). It runs on the process group the
+    Accelerator joined (the default group).
+
+    torch's functional collective ``all_gather_single_autograd`` where it exists (torch 2.13 deprecates
+    ``torch.distributed.nn.functional.all_gather`` for it); the older torch this package supports has only
+    the latter, with the same forward and backward."""
     if world == 1:
         return x
-    from torch.distributed.nn.functional import all_gather
+    try:
+        from torch.distributed._functional_collectives import all_gather_single_autograd
+    except ImportError:
+        from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(x), dim=0)
+        return torch.cat(all_gather(x), dim=0)
+    import torch.distributed as dist
+
+    return all_gather_single_autograd(x.contiguous(), 0, dist.group.WORLD)
 
 
 # --------------------------------------------------------------------------------------------------
