@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -25,3 +26,24 @@ def ok_stderr(r: subprocess.CompletedProcess) -> str:
     """The stderr (log lines) of a command that must succeed without a traceback."""
     ok(r)
     return r.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def accelerate_launch(nproc: int, hf_home, *args) -> tuple[list[str], dict[str, str]]:
+    """`accelerate launch` of `args` (a script and its arguments, or "-m", module, ...) on `nproc` local
+    processes: the command and the variables to add to its environment. No `accelerate config` file is read or
+    asked for: every setting is a flag, and HF_HOME (where accelerate looks for default_config.yaml) is
+    `hf_home`, a folder without one.
+
+    On the CPU this is `--multi_gpu`, accelerate's torchrun launcher: `--cpu --num_processes N` starts ONE
+    process (accelerate's simple launcher; its multi-CPU mode needs mpirun and a hostfile). The trainers' own
+    device rule (`--device auto`: the CPU on a machine without CUDA) then puts the ranks on the CPU, gloo."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(nproc),
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(_free_port()), *map(str, args)]
+    return cmd, {"HF_HOME": str(hf_home)}

@@ -9,8 +9,9 @@ but some gradients are analytically zero (e.g. attention key biases; softmax ign
 > 1e-5 with correct gradients). So the exact-equivalence test swaps AdamW for plain SGD (weights are then
 a smooth function of the gradients) and runs the real CLI under torchrun, for stage 1 and for stage 2 (KL
 and MMD to the stage-1 prior, aggregate and gmm); a second test runs the
-unmodified `torchrun -m ate align stage1` and checks what is exact there (the global MMD at step 1,
-rank-0-only outputs) plus Adam's per-step bound."""
+unmodified `ate align stage1` under each launcher, `torchrun -m ate` and `accelerate launch -m ate`, and checks
+what is exact there (the global MMD at step 1, rank-0-only outputs) plus Adam's per-step bound.
+(How accelerate launches 2 CPU processes without a config file: `cli_helpers.accelerate_launch`.)"""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,6 +27,9 @@ import torch
 from ate.align.train import AlignConfig, train_stage1
 from ate.bench.synthetic import write_toy_npz
 from ate.checkpoint import load_tensors
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_helpers import accelerate_launch  # noqa: E402
 
 pytestmark = pytest.mark.dist
 
@@ -40,13 +45,34 @@ from ate.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
+# the trainer's gather of the latents (`ate.align.train._gather`) on 2 ranks: each holds 4 of the 8 rows and
+# back-propagates the MMD of the gathered 8; float64. The gather must not be deprecated (FutureWarning).
+GATHER_MAIN = """
+import sys, warnings, torch, torch.distributed as dist
+from ate.align.losses import mmd
+from ate.align.train import _gather
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+g = torch.Generator().manual_seed(0)
+z, y = torch.randn(8, 4, generator=g, dtype=torch.float64), torch.randn(8, 4, generator=g, dtype=torch.float64)
+n = len(z) // world
+x = z[rank * n:(rank + 1) * n].clone().requires_grad_()
+with warnings.catch_warnings():
+    warnings.simplefilter("error", FutureWarning)
+    m = mmd(_gather(x, world), y)
+    m.backward()
+torch.save({"mmd": m.detach().clone(), "grad": x.grad}, f"{sys.argv[1]}/rank{rank}.pt")
+dist.barrier()  # both done, then no gloo thread outlives the interpreter (else a rare SIGABRT at exit)
+dist.destroy_process_group()
+"""
+
 
 def _torchrun(*args):
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *map(str, args)]
 
 
-def _run(cmd):
-    r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+def _run(cmd, env=None):
+    r = subprocess.run(cmd, env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     return r
 
@@ -68,6 +94,29 @@ def stage1_gmm(src, tmp_path_factory):
     out = tmp_path_factory.mktemp("s1gmm") / "s1"
     return train_stage1(src, out, AlignConfig(steps=4, preset="small", latent_dim=16, horizon=8, batch_size=8,
                                               prior_mode="gmm", gmm_components=2, progress=False))
+
+
+def test_gathered_mmd_gradient_matches_one_process(tmp_path):
+    from ate.align.losses import mmd
+
+    script = tmp_path / "gather_main.py"
+    script.write_text(GATHER_MAIN)
+    _run(_torchrun(script, tmp_path))
+    g = torch.Generator().manual_seed(0)
+    z, y = torch.randn(8, 4, generator=g, dtype=torch.float64), torch.randn(8, 4, generator=g, dtype=torch.float64)
+    z.requires_grad_()
+    m = mmd(z, y)
+    m.backward()
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        # the same rows in the same order: the same float64 number
+        torch.testing.assert_close(got["mmd"], m.detach(), rtol=1e-12, atol=0)
+        # Each rank's loss is the global MMD; the gather's backward sums the gradient of a rank's rows over
+        # both ranks' losses: 2x the one-process gradient, which DDP's average over the 2 ranks' weight
+        # gradients turns back into the one-process step. Without a backward across ranks a rank would get
+        # 1x its rows' gradient; without any gradient, none.
+        torch.testing.assert_close(got["grad"], 2 * z.grad[4 * rank:4 * (rank + 1)], rtol=1e-12, atol=1e-15)
+    assert z.grad.abs().min() > 1e-6  # every row gets a gradient: not vacuous
 
 
 # "2gmm": a mixture prior, whose KL is a Monte-Carlo estimate with its own per-step prior draws
@@ -105,13 +154,30 @@ def test_two_ranks_match_one_process_sgd(src, stage1_model, stage1_gmm, tmp_path
     assert max((moved[k] - init[k]).abs().max().item() for k in init) > 1e-2
 
 
-def test_torchrun_cli_adam(src, tmp_path):
-    steps, lr = 4, 1e-4
-    _run(_torchrun("-m", "ate", "align", "stage1", "--data", src, "--out", tmp_path / "two", "--steps", steps, *ARGS))
-    train_stage1(src, tmp_path / "one", AlignConfig(steps=steps, preset="small", latent_dim=16, horizon=8,
-                                                    batch_size=8, save_every=5, eval_every=5, log_every=1, progress=False))
-    one = [json.loads(ln) for ln in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+ADAM_STEPS, ADAM_LR = 4, 1e-4
+
+
+@pytest.fixture(scope="module")
+def adam_one(src, tmp_path_factory):
+    """The single-process reference of the launched CLI runs (the CLI's defaults: AdamW, lr 1e-4)."""
+    out = tmp_path_factory.mktemp("adam") / "one"
+    train_stage1(src, out, AlignConfig(steps=ADAM_STEPS, preset="small", latent_dim=16, horizon=8, batch_size=8,
+                                       save_every=5, eval_every=5, log_every=1, progress=False))
+    return out
+
+
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_launched_cli_adam(src, adam_one, tmp_path, launcher):
+    steps, lr = ADAM_STEPS, ADAM_LR
+    cli = ["-m", "ate", "align", "stage1", "--data", src, "--out", tmp_path / "two", "--steps", steps, *ARGS]
+    if launcher == "torchrun":
+        _run(_torchrun(*cli))
+    else:
+        _run(*accelerate_launch(2, tmp_path / "hf", *cli))
+    one = [json.loads(ln) for ln in (adam_one / "metrics.jsonl").read_text().splitlines()]
     two = [json.loads(ln) for ln in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    # two processes ran (the checks below would also hold for one: accelerate's `--cpu --num_processes 2` is one)
+    assert json.loads((tmp_path / "two" / "run.json").read_text())["world_size"] == 2
     assert [r["step"] for r in two] == list(range(1, steps + 1))  # rank 0 logs, once per step
     # the MMD of step 1 is over the gathered global batch, before any update: the same number up to the
     # encoder's float32 rounding on a batch of 4 vs 8 (≤ ~10 ops of relative error u = 6e-8 each: ≤ 1e-6);
@@ -119,7 +185,7 @@ def test_torchrun_cli_adam(src, tmp_path):
     assert two[0]["mmd"] == pytest.approx(one[0]["mmd"], rel=1e-5, abs=1e-7)
     # (the final val_loss is not compared: after Adam its difference has no bound derivable here; the weights'
     # hard bound below is the check that holds by construction)
-    a, b = load_tensors(tmp_path / "one" / "model" / "model.safetensors"), load_tensors(tmp_path / "two" / "model" / "model.safetensors")
+    a, b = load_tensors(adam_one / "model" / "model.safetensors"), load_tensors(tmp_path / "two" / "model" / "model.safetensors")
     assert a.keys() == b.keys()
     # Adam moves each weight by at most ~lr per step, so this is the largest possible disagreement
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 2 * lr * steps * 1.01

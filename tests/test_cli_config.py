@@ -78,15 +78,6 @@ def test_align_config_folder_without_out_only_resumes(stage1, tmp_path):
                     "a run that this would overwrite, not resume; give --out <new dir>")
 
 
-@pytest.fixture(scope="module")
-def pretrained(demos, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pre") / "run"
-    cfg = json.dumps({"horizon": 8, "state_dim": 8, "down_dims": [16, 32], "cond_dim": 16})
-    ok(ate("policy", "pretrain", "--data", demos["src"], "--out", out, "--policy-config", cfg, "--steps", 2,
-           "--batch-size", 8, "--no-progress"))
-    return out
-
-
 def test_policy_pretrain_round_trip_keeps_the_policy_config(pretrained, tmp_path):
     ok(ate("policy", "pretrain", "--config", pretrained / "train_config.json", "--out", tmp_path / "again"))
     first, again = read(pretrained / "train_config.json"), read(tmp_path / "again" / "train_config.json")

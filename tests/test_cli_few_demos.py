@@ -3,7 +3,6 @@ validation rule is printed, resume and progress say what they do, user errors ar
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -80,15 +79,6 @@ def test_resume_says_so_and_a_changed_option_is_named(demos, stage1, tmp_path):
     line = one_line_error(ate("align", "stage2", "--data", demos["one"], "--source", stage1, "--out", out,
                               "--steps", 4, *VAE))
     assert f"trained on different data than {demos['one']} (normalisation stats differ)" in line
-
-
-@pytest.fixture(scope="module")
-def pretrained(demos, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pre") / "run"
-    cfg = json.dumps({"horizon": 8, "state_dim": 8, "down_dims": [16, 32], "cond_dim": 16})
-    ok(ate("policy", "pretrain", "--data", demos["src"], "--out", out, "--policy-config", cfg, "--steps", 2,
-           "--batch-size", 8, "--no-progress"))
-    return out
 
 
 @pytest.mark.parametrize("which", ["one", "two"])

@@ -1,9 +1,10 @@
 """Two CPU processes (torchrun, gloo) reach the same weights as one process with the doubled batch: plain
-pretraining, and ATE fine-tuning with padded windows (ranks hold different numbers of valid loss elements),
-the reference reduction (a batch mean) and sampled-encoder guidance (a random ξ per sample).
+pretraining (launched by `accelerate launch` too), and ATE fine-tuning with padded windows (ranks hold
+different numbers of valid loss elements), the reference reduction (a batch mean) and sampled-encoder
+guidance (a random ξ per sample).
 
-Run as a script by torchrun (see `_main`); as a test it launches the runs and compares the weights. All runs
-train in float64: see the tolerance argument in `_max_diff`.
+Run as a script by torchrun / accelerate (see `_main`); as a test it launches the runs and compares the
+weights. All runs train in float64: see the tolerance argument in `_max_diff`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ import pytest
 import torch
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from cli_helpers import accelerate_launch  # noqa: E402
+
 CFG = {"horizon": 8, "state_dim": 8, "width": 32, "depth": 1, "heads": 2, "cond_dim": 32}
 # global batch 16: one process takes all 16, two processes 8 each (same indices, noise and ξ, sliced)
 COMMON = dict(batch_size=16, lr=1e-3, warmup_steps=2, log_every=3, progress=False, ema_decay=0.9, save_every=3)
@@ -43,13 +47,18 @@ def _main(mode: str, data: str, out: str, init: str | None = None) -> None:
     finetune(data, out, init=init, steps=6, pad="repeat", **kw, **COMMON)
 
 
-def _run(tmp_path: Path, nproc: int, *args) -> None:
+def _run(tmp_path: Path, nproc: int, *args, launcher: str = "torchrun") -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
-    launch = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                                  "--nproc_per_node", str(nproc)]
-    r = subprocess.run([*launch, str(Path(__file__)), *map(str, args)], env=env, capture_output=True, text=True,
-                       timeout=300)
+    script = [str(Path(__file__)), *map(str, args)]
+    if nproc == 1:
+        cmd = [sys.executable, *script]
+    elif launcher == "accelerate":
+        cmd, more = accelerate_launch(nproc, tmp_path / "hf", *script)
+        env.update(more)
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *script]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
 
 
@@ -91,6 +100,7 @@ def runs(tmp_path_factory):
     (root / "tgt2" / "ep_000.hdf5").rename(tgt / "ep_001.hdf5")
     _run(root, 1, "pretrain", src, root / "pre1")
     _run(root, 2, "pretrain", src, root / "pre2")
+    _run(root, 2, "pretrain", src, root / "pre2_accelerate", launcher="accelerate")
     pre = root / "pre1"
     for mode in ("off", "ate"):
         _run(root, 1, mode, tgt, root / f"{mode}1", pre)
@@ -99,9 +109,10 @@ def runs(tmp_path_factory):
 
 
 @pytest.mark.dist
-def test_two_processes_match_one_process_with_doubled_batch(runs):
-    assert json.loads((runs / "pre2" / "train_config.json").read_text())["world_size"] == 2
-    diff = _max_diff(_weights(runs / "pre1"), _weights(runs / "pre2"))
+@pytest.mark.parametrize("two", ["pre2", "pre2_accelerate"])  # launched by torchrun, by accelerate launch
+def test_two_processes_match_one_process_with_doubled_batch(runs, two):
+    assert json.loads((runs / two / "train_config.json").read_text())["world_size"] == 2
+    diff = _max_diff(_weights(runs / "pre1"), _weights(runs / two))
     assert diff < TOL, diff
     moved = _max_diff(_weights(runs / "pre1"), _weights(runs / "pre1", f"checkpoints/000003/{WEIGHTS}"))
     assert moved > 100 * TOL, moved  # steps 4-6 moved the weights by far more than the tolerance

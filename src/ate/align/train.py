@@ -11,7 +11,8 @@ Run directory::
 
     out_dir/
       run.json          config, data, stage, plus the caller's ``run_info`` (the CLI's options, so
-                        ``ate align ... --config out_dir`` repeats the run); rewritten at every (re)start
+                        ``ate align ... --config out_dir`` repeats the run) and the number of processes
+                        (``world_size``); rewritten at every (re)start
       metrics.jsonl     one JSON object per logged step (recon, kl, mmd, lr, samples_per_s, val_*)
       last/             resumable checkpoint (model + training_state/), replaced atomically
       best/             best validation checkpoint (model only)
@@ -148,13 +149,24 @@ class AlignConfig:
 # --------------------------------------------------------------------------------------------------
 def _gather(x: torch.Tensor, world: int) -> torch.Tensor:
     """The rows of all ranks, in rank order (a no-op in one process). Autograd-aware, unlike accelerate's
-    gather: the MMD over the global batch back-propagates into every rank's latents. It runs on the process
-    group the Accelerator joined."""
+    gather: the MMD over the global batch back-propagates into every rank's latents (backward: the sum over
+    ranks of the gradients of each rank's rows, a reduce-scatter). It runs on the process group the
+    Accelerator joined (the default group).
+
+    torch's functional collective ``all_gather_single_autograd`` where it exists (torch 2.13 deprecates
+    ``torch.distributed.nn.functional.all_gather`` for it); the older torch this package supports has only
+    the latter, with the same forward and backward."""
     if world == 1:
         return x
-    from torch.distributed.nn.functional import all_gather
+    try:
+        from torch.distributed._functional_collectives import all_gather_single_autograd
+    except ImportError:
+        from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(x), dim=0)
+        return torch.cat(all_gather(x), dim=0)
+    import torch.distributed as dist
+
+    return all_gather_single_autograd(x.contiguous(), 0, dist.group.WORLD)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -380,7 +392,7 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
     if main:  # on resume too: run.json holds the options of the latest start (e.g. a longer --steps)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out_dir / "run.json", {**meta, "train_chunks": len(train), "val_chunks": len(val) if val else 0,
-                                                 "num_episodes": eps.num_episodes})
+                                                 "num_episodes": eps.num_episodes, "world_size": world})
     # DDP over the processes (else the module itself); with bf16 its forward autocasts, the outputs float32
     model = acc.prepare(vae)
     metrics = MetricsLog(out_dir, step, main, cfg.log_to, cfg.wandb_project, cfg.to_dict(), accelerator=acc)

@@ -28,7 +28,7 @@ def _config_file(stage: int):
             "align_config": {f.name: f.name for f in dataclasses.fields(AlignConfig)},
             # written by the run (what it found and built), not options
             **dict.fromkeys(("stage", "normalizer", "chunk", "vae_config", "train_chunks", "val_chunks", "num_episodes",
-                             "format", "ate_version", "prior_kind")),
+                             "world_size", "format", "ate_version", "prior_kind")),
             }
     return ConfigFile("run.json", keys, check)
 
