@@ -82,6 +82,16 @@ def window_counts(lengths, horizon: int, pad: str) -> np.ndarray:
     return lengths.copy() if pad == "repeat" else np.maximum(lengths - int(horizon) + 1, 0)
 
 
+def wrap_indices(i, n: int, message) -> np.ndarray:
+    """Indices into a sequence of length n as a flat int64 array, negatives counted from the end (as Python
+    indexing); otherwise IndexError(message()), `message` called only then (no formatting per batch)."""
+    idx = np.asarray(i, dtype=np.int64).reshape(-1)
+    idx = np.where(idx < 0, idx + n, idx)
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise IndexError(message())
+    return idx
+
+
 class ChunkDataset(Dataset):
     """Action chunks of H steps.
 
@@ -174,11 +184,8 @@ class ChunkDataset(Dataset):
         Accepts an int (returns ints) or an int array (returns two int64 arrays).
         """
         scalar = np.ndim(i) == 0
-        idx = np.asarray(i, dtype=np.int64).reshape(-1)
         n = len(self)
-        idx = np.where(idx < 0, idx + n, idx)
-        if idx.size and (idx.min() < 0 or idx.max() >= n):
-            raise IndexError(f"window index {i} out of range for {n} windows")
+        idx = wrap_indices(i, n, lambda: f"window index {i} out of range for {n} windows")
         local = np.searchsorted(self._cum, idx, side="right")
         start = idx - (self._cum[local] - self._counts[local])
         episode = self.episode_indices[local]

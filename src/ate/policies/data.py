@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ate.data.chunks import PAD_MODES, ChunkDataset, window_counts
+from ate.data.chunks import PAD_MODES, ChunkDataset, window_counts, wrap_indices
 from ate.data.episodes import EpisodeSet
 from ate.data.lazy import take_rows
 from ate.errors import DataError, ShapeMismatchError
@@ -84,11 +84,8 @@ class Frames:
 
     def take_rows(self, rows) -> np.ndarray:
         """Gather rows by index (any order, repeats allowed): (K,) -> (K, D) float32."""
-        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         n = len(self)
-        rows = np.where(rows < 0, rows + n, rows)
-        if rows.size and (rows.min() < 0 or rows.max() >= n):
-            raise IndexError(f"row index out of range for {n} frames")
+        rows = wrap_indices(rows, n, lambda: f"row index out of range for {n} frames")
         seg = np.searchsorted(self._ends, rows, side="right")
         src_rows = self._firsts[seg] + rows - (self._ends - self._lengths)[seg]  # row within the segment's array
         out = np.empty((len(rows), self.shape[1]), dtype=np.float32)
