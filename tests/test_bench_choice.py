@@ -17,6 +17,7 @@ import pytest
 from ate.bench import choice as choice_mod
 from ate.bench import regime, steer_choice
 from ate.bench.pipeline import GUIDED_ARMS, PAPER_GUIDANCE, BenchConfig
+from ate.cli.bench import _RUNTIME_ONLY
 from ate.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -148,8 +149,9 @@ def test_the_regime_preset_takes_its_familys_choice_and_records_it(choices):
     assert BenchConfig.from_preset("metaworld", "quick").steer_choice is None  # other presets: no choice
 
 
-# the committed test-seed runs whose family still has the choice they ran with (pi0 got its own later: below)
-REGIME_RUNS = {"dp": "metaworld-dp-test", "rdt": "metaworld-rdt-test"}
+# the committed test-seed runs whose family still has the choice they ran with (pi0 and rdt got their own later:
+# below)
+REGIME_RUNS = {"dp": "metaworld-dp-test"}
 
 
 @pytest.mark.parametrize("family", list(REGIME_RUNS))
@@ -165,7 +167,7 @@ def test_the_regime_runs_made_before_the_record_stay_the_same_config(tmp_path, f
     run.mkdir()
     (run / "config.json").write_text(json.dumps({**old, "out_dir": str(run)}))
     new = BenchConfig.from_preset("metaworld", "regime", policy=family, out_dir=str(run))
-    assert new.steer_choice["family"] == "dp" and ("fallback_from" in new.steer_choice) == (family != "dp")
+    assert new.steer_choice["family"] == "dp" and "fallback_from" not in new.steer_choice
     then = BenchConfig(**{**old, "out_dir": str(run)})
     for arm in GUIDED_ARMS:  # the train-* and profile-* stages key on exactly this
         assert new.guidance_kwargs(arm) == then.guidance_kwargs(arm), arm
@@ -177,18 +179,19 @@ def test_the_regime_runs_made_before_the_record_stay_the_same_config(tmp_path, f
         _check_continues(new)
 
 
-def test_pi0s_own_choice_changes_only_the_arms_that_use_the_best_guidance():
-    """pi0's committed test run used dp's choice (the fallback then). With pi0's own choice, continuing that run
-    re-trains exactly the arms guided by the best variant (`ate`, and `ate_unaligned` at its strength); SFT,
-    ATE-paper, LoRA and scratch stay cached."""
-    old = json.loads((ROOT / "benchmarks" / "results" / "regime" / "metaworld-pi0-test" / "config.json").read_text())
-    new = BenchConfig.from_preset("metaworld", "regime", policy="pi0", out_dir=old["out_dir"])
-    assert new.steer_choice["family"] == "pi0" and "fallback_from" not in new.steer_choice
+@pytest.mark.parametrize("family", ["pi0", "rdt"])
+def test_a_familys_own_choice_changes_only_the_arms_that_use_the_best_guidance(family):
+    """pi0's and rdt's committed test runs used dp's choice (the fallback then). With the family's own choice,
+    continuing that run re-trains exactly the arms guided by the best variant (`ate`, and `ate_unaligned` at its
+    strength); SFT, ATE-paper, LoRA and scratch stay cached."""
+    old = json.loads((ROOT / "benchmarks" / "results" / "regime" / f"metaworld-{family}-test" / "config.json").read_text())
+    new = BenchConfig.from_preset("metaworld", "regime", policy=family, out_dir=old["out_dir"])
+    assert new.steer_choice["family"] == family and "fallback_from" not in new.steer_choice
     then = BenchConfig(**old)
     changed = {arm for arm in GUIDED_ARMS if new.guidance_kwargs(arm) != then.guidance_kwargs(arm)}
     assert changed == {"ate", "ate_unaligned"} & set(GUIDED_ARMS)
     assert new.guidance_kwargs("ate_paper") == then.guidance_kwargs("ate_paper") == PAPER_GUIDANCE
-    same = {k for k in old if k not in PAPER_GUIDANCE and k not in ("out_dir", "progress")}  # progress: runtime only
+    same = {k for k in old if k not in PAPER_GUIDANCE and k not in _RUNTIME_ONLY}  # rdt's ran with --torch-threads 2
     assert {k: getattr(new, k) for k in same} == {k: getattr(then, k) for k in same}
 
 
