@@ -46,6 +46,18 @@ def test_vae_throughput_fp32_vs_bf16(tiny_results):
     json.dumps(r)  # JSON-serialisable
 
 
+def test_vae_throughput_measures_the_trainers_step_against_the_plain_one(tiny_results):
+    """The 'trainer' run is bf16 autocast + the trainer's fused AdamW; fp32 and bf16 keep torch's default AdamW,
+    so the trainer's speed-up is against the plain fp32 eager step."""
+    r = tiny_results["throughput"][0]
+    assert r["fp32"]["optimizer"] == r["bf16"]["optimizer"] == "AdamW, torch default"
+    assert r["trainer"]["optimizer"] == "AdamW, fused" and r["trainer"]["dtype"] == "bf16-autocast"
+    assert r["trainer_speedup"] == pytest.approx(r["fp32"]["step_s"] / r["trainer"]["step_s"])
+    # the first loss comes before any optimiser step: same init, data and autocast, so the same number
+    assert r["trainer"]["losses"][0] == r["bf16"]["losses"][0]
+    assert "first_grad" not in r["trainer"]
+
+
 def test_guidance_overhead_interleaved(tiny_results):
     g = tiny_results["guidance"]
     assert set(g["variants"]) == {"ate_sample", "ate_small_vae_1layer_bf16"}

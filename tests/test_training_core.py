@@ -24,6 +24,35 @@ def test_resolve_device():
             resolve_device("cuda")
 
 
+@pytest.mark.skipif(tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 4), reason="fused CPU AdamW: torch 2.4")
+def test_adamw_is_fused_and_takes_torchs_default_steps():
+    """Both trainers' optimiser uses the fused kernel (one pass per parameter; most of the reference VAE's CPU
+    step went to the default implementation's many passes) and takes the same steps as torch's default AdamW.
+    Tolerance: each of the 20 steps moves a weight by at most lr (Adam's normalised step), and the two kernels
+    may round each of their ~10 elementwise operations differently, ~1 ulp of the weight each: 20 * 10 * eps_32 *
+    max|w| bounds the drift; the check is also far below one step (lr = 1e-2), so a wrong update rule fails."""
+    from ate.training import adamw
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    twin = [p.detach().clone().requires_grad_(True) for p in net.parameters()]
+    groups = lambda ps: [{"params": ps[:2], "weight_decay": 0.1}, {"params": ps[2:], "weight_decay": 0.0}]  # noqa: E731
+    fused = adamw(groups(list(net.parameters())), lr=1e-2, betas=(0.95, 0.999))
+    plain = torch.optim.AdamW(groups(twin), lr=1e-2, betas=(0.95, 0.999), foreach=False)
+    assert all(g["fused"] for g in fused.param_groups)
+    x, y = torch.randn(32, 8), torch.randn(32, 3)
+    for _ in range(20):
+        for opt, ps in ((fused, list(net.parameters())), (plain, twin)):
+            out = torch.tanh(x @ ps[0].T + ps[1]) @ ps[2].T + ps[3]
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(out, y).backward()
+            opt.step()
+    bound = 20 * 10 * torch.finfo(torch.float32).eps * max(p.abs().max().item() for p in twin)
+    for a, b in zip(net.parameters(), twin):
+        assert (a - b).abs().max().item() <= bound
+    assert bound < 1e-2 / 10
+
+
 def test_make_accelerator_gives_each_run_its_precision(monkeypatch):
     """accelerate keeps one configuration per process and refuses another precision; both trainers get theirs
     (gpu_check runs the VAE in fp32, then bf16, then the policies), and the environment does not choose it."""

@@ -69,7 +69,7 @@ from ate.align.vae import ActionVAE, VAEConfig
 from ate.checkpoint import load_tensors, load_training_state, read_json, write_json_atomic
 from ate.data.action_space import ActionSpace
 from ate.errors import CheckpointError, ConfigError, DataError, ShapeMismatchError
-from ate.training import DEVICES, MetricsLog, cosine_lr_factor, make_accelerator, rank_share
+from ate.training import DEVICES, MetricsLog, adamw, cosine_lr_factor, make_accelerator, rank_share
 
 logger = logging.getLogger(__name__)
 
@@ -347,7 +347,7 @@ def _train(stage: int, eps, out_dir, cfg: AlignConfig, prior: PriorSummary | Non
         raise ShapeMismatchError(f"stage-1 prior has Z={prior.latent_dim} but the stage-2 VAE has Z={vae_cfg.latent_dim}; "
                                  "source and target VAEs must share the latent size")
     vae = ActionVAE(vae_cfg).to(device)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = adamw(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     g_noise = torch.Generator().manual_seed(cfg.seed + 1)
     step, best = 0, math.inf
     steps_per_epoch = max(len(train) // cfg.batch_size, 1)

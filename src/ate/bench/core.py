@@ -96,11 +96,12 @@ def _vae_setup(preset: str, action_dim: int, horizon: int, seed: int):
 
 def bench_vae_throughput(preset: str = "small", action_dim: int = 14, horizon: int = 16, batch_size: int = 64,
                          bf16: bool = False, warmup: int = 2, steps: int = 8, seed: int = 0,
-                         init_state: dict | None = None) -> dict:
+                         init_state: dict | None = None, fused: bool = False) -> dict:
     """Time stage-1 training steps of a fresh VAE on synthetic chunks.
 
     Each step = Info-VAE loss (trainer's ``_loss_terms``: SmoothL1 recon + w_kl·KL + w_mmd·MMD vs N(0, I)),
-    backward, AdamW step. The batches and reparameterisation noise are fixed per step index, so fp32 and
+    backward, AdamW step (torch's default implementation, or with ``fused`` the trainer's
+    :func:`ate.training.adamw`). The batches and reparameterisation noise are fixed per step index, so fp32 and
     bf16 runs with the same ``init_state`` see identical inputs.
 
     Returns dict: samples_per_s (median), step_s (median), step_times, losses (per step, warm-up included),
@@ -112,7 +113,12 @@ def bench_vae_throughput(preset: str = "small", action_dim: int = 14, horizon: i
     vae = _vae_setup(preset, action_dim, horizon, seed)
     if init_state is not None:
         vae.load_state_dict(init_state)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if fused:
+        from ate.training import adamw
+
+        opt = adamw(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = warmup + steps
     data = _toy_chunks(batch_size * 4, horizon, action_dim, seed)  # 4 distinct batches, cycled
     g = torch.Generator().manual_seed(seed + 1)
@@ -136,6 +142,7 @@ def bench_vae_throughput(preset: str = "small", action_dim: int = 14, horizon: i
     step_s = statistics.median(times)
     return {"preset": preset, "action_dim": action_dim, "horizon": horizon, "batch_size": batch_size,
             "dtype": "bf16-autocast" if bf16 else "fp32", "params": vae.num_parameters(), "warmup": warmup,
+            "optimizer": "AdamW, fused" if opt.param_groups[0].get("fused") else "AdamW, torch default",
             "timed_steps": steps, "step_s": step_s, "samples_per_s": batch_size / step_s,
             "step_times": [round(t, 5) for t in times], "losses": losses, "first_grad": first_grad,
             "load_before": load_before, "load_after": _load()}
@@ -143,12 +150,14 @@ def bench_vae_throughput(preset: str = "small", action_dim: int = 14, horizon: i
 
 def vae_throughput_pair(preset: str, action_dim: int, horizon: int, batch_size: int, warmup: int, steps: int,
                         seed: int = 0) -> dict:
-    """fp32 and bf16-autocast runs from the same init and data, plus the bf16 accuracy figures."""
+    """The plain fp32 eager step, bf16 autocast, and the trainer's step (bf16 autocast + fused AdamW, what
+    ``ate align --bf16`` runs), from the same init and data, plus the bf16 accuracy figures."""
     init = _vae_setup(preset, action_dim, horizon, seed).state_dict()
     runs = {}
-    for bf16 in (False, True):
-        runs["bf16" if bf16 else "fp32"] = bench_vae_throughput(preset, action_dim, horizon, batch_size, bf16,
-                                                                warmup, steps, seed, init_state=init)
+    for name, bf16, fused in (("fp32", False, False), ("bf16", True, False), ("trainer", True, True)):
+        runs[name] = bench_vae_throughput(preset, action_dim, horizon, batch_size, bf16, warmup, steps, seed,
+                                          init_state=init, fused=fused)
+    runs["trainer"].pop("first_grad")  # the gradient is bf16's: the optimiser runs after it
     # float64: a 52 M-element fp32 dot product alone is off by ~1e-3 (cosine > 1)
     g32, g16 = runs["fp32"].pop("first_grad").double(), runs["bf16"].pop("first_grad").double()
     l32, l16 = runs["fp32"]["losses"], runs["bf16"]["losses"]
@@ -160,8 +169,8 @@ def vae_throughput_pair(preset: str, action_dim: int, horizon: int, batch_size: 
         "loss_final_rel_diff": abs(l16[-1] - l32[-1]) / max(abs(l32[-1]), 1e-30),
         "steps_compared": len(l32),
     }
-    return {"fp32": runs["fp32"], "bf16": runs["bf16"], "bf16_speedup": runs["fp32"]["step_s"] / runs["bf16"]["step_s"],
-            "bf16_accuracy": accuracy}
+    return {**runs, "bf16_speedup": runs["fp32"]["step_s"] / runs["bf16"]["step_s"],
+            "trainer_speedup": runs["fp32"]["step_s"] / runs["trainer"]["step_s"], "bf16_accuracy": accuracy}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -703,9 +712,13 @@ def write_figure(res: dict, path: Path) -> Path | None:
         if kind == "throughput":
             labels = [f"{r['preset']}\nD={r['action_dim']} H={r['horizon']}" for r in res["throughput"]]
             x = np.arange(len(labels))
-            for off, key, color in ((-0.2, "fp32", "tab:blue"), (0.2, "bf16", "tab:orange")):
+            series = [("fp32", "fp32", "tab:blue"), ("bf16", "bf16 autocast", "tab:orange"),
+                      ("trainer", "bf16 + fused AdamW (trainer)", "tab:green")]
+            series = [c for c in series if all(c[0] in r for r in res["throughput"])]  # older results: no trainer
+            width = 0.8 / len(series)
+            for i, (key, label, color) in enumerate(series):
                 vals = [r[key]["samples_per_s"] for r in res["throughput"]]
-                bars = ax.bar(x + off, vals, 0.4, label=key if key == "fp32" else "bf16 autocast", color=color)
+                bars = ax.bar(x + (i - (len(series) - 1) / 2) * width, vals, width, label=label, color=color)
                 ax.bar_label(bars, fmt="%.0f", fontsize=8)
             ax.set_xticks(x, labels)
             ax.set_yscale("log")
@@ -768,17 +781,23 @@ def render_report(res: dict, png: str | None) -> str:
         lines += ["## 1. Stage-1 VAE training throughput", "",
                   "One step = trainer's Info-VAE loss (SmoothL1 recon + 7.5e-5·KL + 1.0·MMD vs N(0, I)), backward, "
                   "AdamW step, on synthetic chunks; warm-up excluded, median of the timed steps. bf16 = "
-                  "`torch.autocast('cpu', bfloat16)` on the VAE forward (the trainer's `--bf16`), losses in fp32.", "",
+                  "`torch.autocast('cpu', bfloat16)` on the VAE forward (the trainer's `--bf16`), losses in fp32. "
+                  "fp32 and bf16 use torch's default AdamW; *trainer* is what `ate align --bf16` runs, bf16 autocast "
+                  "and the fused AdamW of `ate.training.adamw`; its speed-up is against the plain fp32 step.", "",
                   "| preset | params | D | H | batch | fp32 samples/s | bf16 samples/s | bf16 speed-up | "
+                  "trainer samples/s | trainer speed-up | "
                   "grad rel. err. (step 0) | loss after N steps fp32 / bf16 (N) | load |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in res["throughput"]:
             a = r["bf16_accuracy"]
+            trainer = (f"{r['trainer']['samples_per_s']:.1f} | {r['trainer_speedup']:.2f}×" if "trainer" in r
+                       else "— | —")
             lines.append(f"| {r['preset']} | {r['fp32']['params'] / 1e6:.2f} M | {r['action_dim']} | {r['horizon']} | "
                          f"{r['batch_size']} | {r['fp32']['samples_per_s']:.1f} | {r['bf16']['samples_per_s']:.1f} | "
-                         f"{r['bf16_speedup']:.2f}× | {a['grad_rel_error_step0']:.2e} (cos {a['grad_cosine_step0']:.4f}) | "
+                         f"{r['bf16_speedup']:.2f}× | {trainer} | "
+                         f"{a['grad_rel_error_step0']:.2e} (cos {a['grad_cosine_step0']:.4f}) | "
                          f"{a['loss_final_fp32']:.4f} / {a['loss_final_bf16']:.4f} ({a['steps_compared']}) | "
-                         f"{r['fp32']['load_before'][0]}–{r['bf16']['load_after'][0]} |")
+                         f"{r['fp32']['load_before'][0]}–{r.get('trainer', r['bf16'])['load_after'][0]} |")
         lines.append("")
     if "guidance" in res:
         g = res["guidance"]

@@ -232,7 +232,7 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
 
     from ate.checkpoint import write_json_atomic
     from ate.steer import BatchShard
-    from ate.training import MetricsLog, cosine_lr_factor, make_accelerator, rank_share
+    from ate.training import MetricsLog, adamw, cosine_lr_factor, make_accelerator, rank_share
 
     if cfg.epochs is not None:
         cfg = cfg.resolve_steps(len(dataset))
@@ -258,8 +258,8 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
     for n, p in policy.named_parameters():
         if p.requires_grad:  # LoRA fine-tuning trains the adapters (and embedding tables) only
             (no_decay if p.ndim < 2 or "embedding" in n or n.endswith(".pos") else decay).append(p)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.95, 0.999))
+    optimizer = adamw([{"params": decay, "weight_decay": cfg.weight_decay},
+                       {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.95, 0.999))
     ema = EMA(policy, cfg.ema_decay)
     start = 0
     last = out / "checkpoints" / "last"
