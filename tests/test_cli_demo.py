@@ -28,6 +28,9 @@ def test_profile_lines_average_seeds_per_arm():
     (line,) = profile_lines(res)
     assert line.split()[0] == "ate" and "0.05: 1.5 %" in line and "0.95: 1.5 %" in line  # mean of 1 % and 2 %
     assert profile_lines({}) == []
+    res["guidance_profiles"] = [{"arm": "ate", "seed": 0, "levels": levels, "rel_strength": [6.3e-6, 0.0021, 0.124, 1.0]}]
+    (line,) = profile_lines(res)  # plain numbers at every size: relative strength 1.0 is "100 %", not "1e+02 %"
+    assert "0.05: 0.00063 %" in line and "0.25: 0.21 %" in line and "0.55: 12 %" in line and "0.95: 100 %" in line
 
 
 def test_steer_choice_is_a_valid_guidance_chosen_on_validation_seeds():

@@ -40,6 +40,11 @@ def verdict(diff: float, ci: list[float], name: str) -> str:
     return f"{name} − SFT: {100 * diff:+.1f} points, 95 % CI [{lo:+.1f}, {hi:+.1f}] -> {word}"
 
 
+def _percent(x: float) -> str:
+    """Two significant digits without exponents: 0.00063, 0.21, 1.6, 100 (':.2g' writes 100 as '1e+02')."""
+    return f"{x:.0f}" if abs(x) >= 10 else f"{float(f'{x:.2g}'):g}"
+
+
 def profile_lines(results: dict) -> list[str]:
     """|λ·c·g| as a fraction of the policy's residual at a few noise levels, mean over seeds, per guided arm."""
     import numpy as np
@@ -52,7 +57,7 @@ def profile_lines(results: dict) -> list[str]:
         levels = ps[0]["levels"]
         rel = np.mean([p["rel_strength"] for p in ps], axis=0)
         pick = [i for i, lv in enumerate(levels) if round(lv, 2) in (0.05, 0.25, 0.55, 0.95)] or range(len(levels))
-        cells = ", ".join(f"{levels[i]:.2f}: {100 * rel[i]:.2g} %" for i in pick)
+        cells = ", ".join(f"{levels[i]:.2f}: {_percent(100 * rel[i])} %" for i in pick)
         lines.append(f"  {arm:10s} shift / residual by noise level ({cells})")
     return lines
 
