@@ -200,6 +200,26 @@ def test_smoke_pipeline_end_to_end_and_resume(tmp_path):
 
 @pytest.mark.sim
 @pytest.mark.slow
+def test_smoke_unguided_arm_trains_no_vae(tmp_path):
+    """`--arms sft` trains neither VAE stage (the arm reads its stats from the target space file, and its cache key
+    is unchanged); adding `ate` to the same folder then trains both and keeps sft cached, in the VAE's space."""
+    from ate.bench.pipeline import run_bench
+
+    kw = dict(out_dir=str(tmp_path / "run"), workers=1, progress=False, eval_every=0, eval_episodes=1)
+    run = tmp_path / "run"
+    res = run_bench(BenchConfig.from_preset("metaworld", "smoke", arms=["sft"], **kw))
+    assert set(res["stage_wall_s"]) == {"demos", "pretrain", "train", "eval"} and not (run / "vae").exists()
+    assert res["guidance_profiles"] == [] and "| stage2 |" not in (run / "report.md").read_text()
+    more = run_bench(BenchConfig.from_preset("metaworld", "smoke", arms=["sft", "ate"], **kw))
+    assert not more["stages"]["stage1"]["cached"] and not more["stages"]["stage2-n2-seed0"]["cached"]
+    assert more["stages"]["train-sft-n2-seed0"]["cached"] and not more["stages"]["train-ate-n2-seed0"]["cached"]
+    vae_norm = json.loads((run / "vae" / "stage2-n2-seed0" / "model" / "config.json").read_text())["normalizer"]
+    pol_norm = json.loads((run / "train" / "sft-n2-seed0" / "pretrained_model" / "normalizer.json").read_text())
+    assert np.allclose(pol_norm["Sawyer"]["action"]["min"], vae_norm["min"])
+
+
+@pytest.mark.sim
+@pytest.mark.slow
 def test_smoke_robosuite_cross_embodiment(tmp_path):
     """Panda -> UR5e: the stage-1 VAE reads 8-dim source chunks, the stage-2 VAE and the fine-tuned arms the
     7-dim UR5e space; intermediate checkpoints are evaluated too (eval_every)."""

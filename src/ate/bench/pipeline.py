@@ -13,11 +13,12 @@ parameters changed, and resumes an interrupted training stage from its last chec
 2. `pretrain`     one policy trained on all source data (seed `pretrain_seed`).
 3. `source-eval`  optional sanity check: the pretrained policy on the source robots / tasks.
 4. `stage1`       pretraining action VAE on the source chunks, in the policy's normalised action space
-                  and chunk definition (horizon, pad), + prior summary.
+                  and chunk definition (horizon, pad), + prior summary; only when a guided arm runs.
 5. `stage2-*`     adaptation VAE on the target chunks (per number of target demos and training seed),
                   aligned to the stage-1 prior, in the action space the fine-tuned policy will use for
-                  the target robot (its normaliser is passed to both fine-tuning arms); the VAE's
-                  action_space.json is compared with that space, for a cached stage too.
+                  the target robot (`data/target-n<n>-space/action_space.json`, whose normaliser every
+                  fine-tuning arm is given); the VAE's action_space.json is compared with that space, for a
+                  cached stage too. Only when `ate` or `ate_paper` runs there (`stage2u-*`: ate_unaligned's).
 6. `train-*`      the arms, all from the same pretrained checkpoint with the same data / budget / seed:
                   `sft` (guidance off), `ate` (latent guidance as configured: the variant under test),
                   `ate_paper` (the paper's published guidance exactly: λ 2, κ 0.1, reference sign and
@@ -60,6 +61,7 @@ logger = logging.getLogger(__name__)
 
 ARMS = ("sft", "ate", "ate_paper", "ate_unaligned", "lora", "scratch")
 GUIDED_ARMS = ("ate", "ate_paper", "ate_unaligned")
+ALIGNED_ARMS = ("ate", "ate_paper")  # guided by the aligned stage-2 VAE (ate_unaligned: a target-only one)
 # the guidance exactly as published (SPEC "Steer"; the defaults of ate.steer.GuidanceConfig)
 PAPER_GUIDANCE = dict(scale=2.0, clamp=0.1, sign="reference", encoder_mode="sample", reduction="reference", t_cap=None,
                       noise_min=0.0, noise_max=1.0, strength="absolute", latent_target="clean")
@@ -537,6 +539,7 @@ def _run_bench(config: BenchConfig, pool, command: str | None) -> dict[str, Any]
     from ate.bench.report import build_results, write_report
     from ate.bench.sims import check_expert, evaluate, generate_demos
     from ate.checkpoint import write_json_atomic
+    from ate.data.action_space import write as write_space
 
     cfg = config
     t_start = time.perf_counter()
@@ -635,17 +638,23 @@ def _run_bench(config: BenchConfig, pool, command: str | None) -> dict[str, Any]
                                                                norm_mode).to_dict())
     for k in _NOT_STAGE_PARAMS:
         s1_params["vae"].pop(k)
-    log(f"stage 1 VAE on source chunks ({cfg.stage1_steps} steps)")
-    s1_model = Path(stages.run("stage1", s1_params, do_stage1, output=s1_dir))
+    s1_model = None  # only the guided arms' stage-2 VAEs start from it
+    if any(a in GUIDED_ARMS for a in cfg.all_arms):
+        log(f"stage 1 VAE on source chunks ({cfg.stage1_steps} steps)")
+        s1_model = Path(stages.run("stage1", s1_params, do_stage1, output=s1_dir))
 
     # 5.-7. per number of target demos and seed: stage 2, the arms, evaluation -----------------------
     for n in cfg.n_target_demos:
         tdir = target_dirs[n]
         # the action space every fine-tuning arm trains the target robot in, and so every stage-2 VAE's
         target_space = _target_action_space(policy, cfg.target_robot, tdir, norm_mode)
+        # every fine-tuning arm reads its target stats from this file, so all train in exactly that space (the
+        # stage-2 VAEs are checked to be in it), and the unguided arms need no VAE trained
+        space_dir = write_space(run / "data" / f"target-n{n}-space", target_space).parent
         for seed in cfg.seeds:
-            def stage2(aligned: bool) -> tuple[Path, dict]:
-                """The adaptation VAE on these demos: aligned to the stage-1 prior, or target-only (no KL / MMD)."""
+            def stage2(aligned: bool, train: bool = True) -> tuple[Path, dict]:
+                """The adaptation VAE on these demos: aligned to the stage-1 prior, or target-only (no KL / MMD).
+                train=False: only its model path and parameters (the unguided arms' cache keys hold them)."""
                 from ate.align.checkpoint import vae_dir_action_space
                 from ate.data.action_space import compare
 
@@ -662,6 +671,8 @@ def _run_bench(config: BenchConfig, pool, command: str | None) -> dict[str, Any]
 
                 p2 = dict(stage1=s1_params, data=str(tdir), data_files=_files(tdir), vae={k: v for k, v in a2.to_dict().items() if k not in _NOT_STAGE_PARAMS},
                           normalizer=target_space.normalizer.to_dict())
+                if not train:
+                    return s2_dir / "model", p2
                 log(f"stage 2 VAE ({'aligned' if aligned else 'target-only'}) on {n} target demos/task, seed {seed} "
                     f"({cfg.stage2_steps} steps)")
                 model = Path(stages.run(name, p2, do_stage2, output=s2_dir))
@@ -670,9 +681,8 @@ def _run_bench(config: BenchConfig, pool, command: str | None) -> dict[str, Any]
                         expected_name=f"target robot {cfg.target_robot}", found_name="stage-2 VAE")
                 return model, p2
 
-            # every fine-tuning arm reads the target action stats from the (aligned) stage-2 VAE
             arms = cfg.arms_at(n)
-            s2_model, p2 = stage2(aligned=True) if set(arms) - {"scratch"} else (None, None)
+            s2_model, p2 = stage2(aligned=True, train=bool(set(arms) & set(ALIGNED_ARMS)))
             for arm in arms:
                 tag = f"{arm}-n{n}-seed{seed}"
                 arm_dir = run / "train" / tag
@@ -687,6 +697,8 @@ def _run_bench(config: BenchConfig, pool, command: str | None) -> dict[str, Any]
                     fn = functools.partial(_train_scratch, tdir, arm_dir, cfg, tkw)
                 else:
                     vae, vparams = stage2(aligned=False) if arm == "ate_unaligned" else (s2_model, p2)
+                    # sft's and lora's keys name the aligned VAE even where it is not trained: unchanged keys
+                    # keep the runs made when every arm read its stats from it cached
                     params.update(init=pre_params, vae=str(vae), vae_params=vparams)
                     if arm in GUIDED_ARMS:
                         params["guidance"] = cfg.guidance_kwargs(arm)
@@ -695,7 +707,7 @@ def _run_bench(config: BenchConfig, pool, command: str | None) -> dict[str, Any]
                         if cfg.lora_lr is not None:
                             tkw = {**tkw, "lr": cfg.lora_lr}
                             params["lr"] = cfg.lora_lr
-                    fn = functools.partial(_train_finetune, tdir, arm_dir, pre_model, vae, s2_model, arm, cfg, tkw)
+                    fn = functools.partial(_train_finetune, tdir, arm_dir, pre_model, vae, space_dir, arm, cfg, tkw)
                 log(f"train {tag} ({f'{cfg.finetune_epochs:g} epochs' if cfg.finetune_epochs else f'{steps} steps'})")
                 stages.run(f"train-{tag}", params, fn, output=arm_dir)
                 if arm in GUIDED_ARMS:  # how strong its guidance is per noise level, on the final weights
@@ -744,17 +756,18 @@ def _target_action_space(policy, robot: str, target_dir: Path, mode: str):
     return ActionSpace(robot=robot, action_dim=norm.dim, horizon=policy.config.horizon, pad="repeat", normalizer=norm)
 
 
-def _train_finetune(tdir: Path, out: Path, init: Path, vae: Path, stats_vae: Path, arm: str, cfg: BenchConfig,
+def _train_finetune(tdir: Path, out: Path, init: Path, vae: Path, stats: Path, arm: str, cfg: BenchConfig,
                     tkw: dict) -> str:
     from ate.policies.train import finetune
 
     resume = (out / "checkpoints" / "last").exists()
+    if resume:  # same stats, but the resume check compares their path: arms started before the space file read a VAE's
+        stats = json.loads((out / "train_config.json").read_text()).get("normalizer") or stats
     guided = arm in GUIDED_ARMS
     gkw = cfg.guidance_kwargs(arm) if guided else {}
     akw = dict(adapter="lora", lora_rank=cfg.lora_rank) if arm == "lora" else {}
-    # every arm reads the target stats from the aligned stage-2 VAE, so all train in exactly its action space
     finetune(str(tdir), out, init=init, guidance="ate" if guided else "off", vae=vae if guided else None,
-             normalizer=stats_vae, resume=resume, **gkw, **akw, **tkw)
+             normalizer=stats, resume=resume, **gkw, **akw, **tkw)
     return str(out / "pretrained_model")
 
 
