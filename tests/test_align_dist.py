@@ -37,12 +37,14 @@ ARGS = ["--preset", "small", "--latent-dim", "16", "--horizon", "8", "--batch-si
         "--eval-every", "5", "--log-every", "1", "--no-progress"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
-# the CLI with AdamW replaced by SGD (same lr / weight decay arguments)
+# the CLI with AdamW replaced by SGD (same lr / weight decay arguments); the trainer ends its process group
 SGD_MAIN = """
 import sys, torch
 torch.optim.AdamW = lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
 from ate.cli import main
-sys.exit(main(sys.argv[1:]))
+rc = main(sys.argv[1:])
+assert not torch.distributed.is_initialized(), "the trainer left its process group alive"
+sys.exit(rc)
 """
 
 # the trainer's gather of the latents (`ate.align.train._gather`) on 2 ranks: each holds 4 of the 8 rows and
@@ -170,10 +172,8 @@ def adam_one(src, tmp_path_factory):
 def test_launched_cli_adam(src, adam_one, tmp_path, launcher):
     steps, lr = ADAM_STEPS, ADAM_LR
     cli = ["-m", "ate", "align", "stage1", "--data", src, "--out", tmp_path / "two", "--steps", steps, *ARGS]
-    if launcher == "torchrun":
-        _run(_torchrun(*cli))
-    else:
-        _run(*accelerate_launch(2, tmp_path / "hf", *cli))
+    r = _run(_torchrun(*cli)) if launcher == "torchrun" else _run(*accelerate_launch(2, tmp_path / "hf", *cli))
+    assert r.stdout.count("model written to") == 1, r.stdout  # printed by rank 0 only
     one = [json.loads(ln) for ln in (adam_one / "metrics.jsonl").read_text().splitlines()]
     two = [json.loads(ln) for ln in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     # two processes ran (the checks below would also hold for one: accelerate's `--cpu --num_processes 2` is one)

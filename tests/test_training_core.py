@@ -118,6 +118,31 @@ def test_log_to_goes_through_accelerates_trackers(backend, tmp_path, monkeypatch
         assert list((tmp_path / backend / "wandb").glob("offline-run-*/*.wandb"))
 
 
+def test_process_group_scope_ends_only_the_group_it_started(tmp_path):
+    """A trainer ends the process group started inside it (gloo threads alive at interpreter exit can abort it,
+    pytorch#190489) and keeps one its caller started, through a whole training run too."""
+    import torch.distributed as dist
+
+    from ate.align.train import AlignConfig, train_stage1
+    from ate.bench.synthetic import write_toy_npz
+    from ate.training import process_group_scope
+
+    def start(name):
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / name}", rank=0, world_size=1)
+
+    with process_group_scope():
+        start("ours")
+    assert not dist.is_initialized()
+    start("theirs")
+    try:
+        src = write_toy_npz(tmp_path / "src.npz", 12, 30, 3, seed=0)
+        train_stage1(src, tmp_path / "s1", AlignConfig(preset="small", latent_dim=8, horizon=8, batch_size=8,
+                                                       steps=2, progress=False, device="cpu"))
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()
+
+
 def test_cosine_lr_factor_warms_up_then_decays_to_the_floor():
     assert [cosine_lr_factor(s, 10, warmup=4) for s in range(5)] == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert cosine_lr_factor(7, 10, warmup=4) == pytest.approx(0.5)  # half way through the decay: cos(π/2) = 0

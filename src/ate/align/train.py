@@ -69,7 +69,8 @@ from ate.align.vae import ActionVAE, VAEConfig
 from ate.checkpoint import load_tensors, load_training_state, read_json, write_json_atomic
 from ate.data.action_space import ActionSpace
 from ate.errors import CheckpointError, ConfigError, DataError, ShapeMismatchError
-from ate.training import DEVICES, MetricsLog, adamw, cosine_lr_factor, make_accelerator, rank_share
+from ate.training import (DEVICES, MetricsLog, adamw, cosine_lr_factor, make_accelerator, process_group_scope,
+                          rank_share)
 
 logger = logging.getLogger(__name__)
 
@@ -490,6 +491,7 @@ def _finish(out_dir: Path, stage: int, prior: PriorSummary | None, cfg: AlignCon
     return out_dir / "model"
 
 
+@process_group_scope()  # its process group ends after the export, with every rank
 def train_stage1(data, out_dir, config: AlignConfig | None = None, normalizer=None, run_info: dict | None = None) -> Path:
     """Train the pretraining VAE on source data (path or EpisodeSet); returns the exported model dir.
     `run_info`: extra keys for run.json and the checkpoints' config.json (the CLI records its options)."""
@@ -503,6 +505,7 @@ def train_stage1(data, out_dir, config: AlignConfig | None = None, normalizer=No
                    main=main)
 
 
+@process_group_scope()
 def train_stage2(data, out_dir, source, config: AlignConfig | None = None, normalizer=None,
                  run_info: dict | None = None) -> Path:
     """Train the adaptation VAE on target data, aligned to the prior stored with the stage-1 ``source``

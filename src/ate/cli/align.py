@@ -75,6 +75,7 @@ def _run(args) -> int:
     from ate.cli._options import check_config_out, dataclass_from_args
     from ate.data import load_episodes
     from ate.data.action_space import load_normalizer
+    from ate.training import is_main_rank
 
     out_dir = Path(args.out)
     check_config_out(args, "out", "--out", occupied=(out_dir / "run.json").is_file(),
@@ -89,7 +90,8 @@ def _run(args) -> int:
         out = train_stage1(eps, args.out, cfg, normalizer=norm, run_info=info)
     else:
         out = train_stage2(eps, args.out, args.source, cfg, normalizer=norm, run_info=info)
-    print(f"model written to {out} (metrics: {args.out}/metrics.jsonl)")
+    if is_main_rank():  # every rank returns here
+        print(f"model written to {out} (metrics: {args.out}/metrics.jsonl)")
     return 0
 
 
@@ -99,6 +101,7 @@ def _toy(args) -> int:
     from ate.align.inspect import inspect_alignment
     from ate.align.train import AlignConfig, train_stage1, train_stage2
     from ate.bench.synthetic import write_toy_npz
+    from ate.training import is_main_rank
 
     out = Path(args.out)
     src = write_toy_npz(out / "data" / "source.npz", 80, 100, 8, seed=0, domain="source")
@@ -106,6 +109,8 @@ def _toy(args) -> int:
     common = dict(steps=args.steps, horizon=16, eval_every=100, save_every=100, progress=args.progress)
     m1 = train_stage1(src, out / "stage1", AlignConfig(**common))
     m2 = train_stage2(tgt, out / "stage2", m1, AlignConfig(**common))
+    if not is_main_rank():  # launched on several ranks: one inspection, one print
+        return 0
     report = inspect_alignment(m2, tgt, out / "inspect", source=m1, source_data=src)
     print(f"stage 1: {m1}\nstage 2: {m2}\ninspection: {report['png']}")
     print(f"target latents: mean log p under the prior {report['target_logp']:.2f} "

@@ -167,13 +167,20 @@ def _train_kw(args) -> dict:
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
 
 
+def _written(out) -> None:
+    from ate.training import is_main_rank
+
+    if is_main_rank():  # under torchrun every rank returns from training
+        print(f"policy written to {out}/pretrained_model")
+
+
 def _pretrain(args) -> int:
     from ate.policies.train import pretrain
 
     _check_out(args)
     pretrain(args.data, args.out, policy=args.policy, policy_config=_policy_config(args.policy_config),
              resume=args.resume, state_key=args.state_key, action_key=args.action_key, **_train_kw(args))
-    print(f"policy written to {args.out}/pretrained_model")
+    _written(args.out)
     return 0
 
 
@@ -191,7 +198,7 @@ def _finetune(args) -> int:
              latent_target=args.latent_target, normalizer=args.normalizer, adapter=args.adapter, lora_rank=args.lora_rank,
              lora_alpha=args.lora_alpha, resume=args.resume, state_key=args.state_key,
              action_key=args.action_key, **_train_kw(args))
-    print(f"policy written to {args.out}/pretrained_model")
+    _written(args.out)
     return 0
 
 

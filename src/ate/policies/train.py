@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from ate.errors import CheckpointError, ConfigError, ShapeMismatchError
+from ate.training import process_group_scope
 
 logger = logging.getLogger(__name__)
 
@@ -224,6 +225,7 @@ def _check_resume(out: Path, cfg: TrainConfig, run_info: dict) -> None:
                           "same options, or a new --out")
 
 
+@process_group_scope()  # its process group ends after the export, with every rank
 def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=None, run_info: dict | None = None,
                resume: bool = False):
     """Train `policy` on `dataset` (a PolicyDataset) and write the run directory. Returns the unwrapped policy

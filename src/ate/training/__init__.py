@@ -5,6 +5,8 @@
   size under torchrun / ``accelerate launch`` (gloo on the CPU, nccl on GPUs), this process's device, DDP through
   ``prepare``, the collectives, bf16 autocast and the ``--log-to`` trackers.
 - :func:`adamw`: the optimiser of both trainers, torch's AdamW with its fused kernel where this torch has one.
+- :func:`process_group_scope`: around each trainer: the process group its accelerator started is destroyed at
+  its end (every rank waits for the others first); :func:`is_main_rank`: rank 0 of a launched run, for the CLI.
 - :func:`rank_share`: the weight that turns one rank's masked mean into its part of the global mean.
 - :func:`cosine_lr_factor`: the one learning-rate schedule (linear warm-up, cosine decay), a pure function of
   the step, so a resumed run needs no scheduler state to continue exactly. It is diffusers'
@@ -16,6 +18,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -56,7 +59,7 @@ def make_accelerator(device: str = "auto", mixed_precision: str = "no", log_to: 
     accelerate keeps one configuration per process. A later run in the same process that asks for another
     device or precision (a GPU check's fp32 then bf16 runs, a benchmark's CPU and GPU runs) gets a fresh one,
     where accelerate would refuse (precision, cuda -> cpu) or silently keep the old device (cpu -> cuda); the
-    process group of a distributed run is kept."""
+    process group of a distributed run is kept (a trainer's :func:`process_group_scope` ends the one it started)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
 
@@ -77,6 +80,36 @@ def make_accelerator(device: str = "auto", mixed_precision: str = "no", log_to: 
                           "config / ACCELERATE_GRADIENT_ACCUMULATION_STEPS) is not supported; --batch-size is "
                           "the global batch")
     return acc
+
+
+@contextlib.contextmanager
+def process_group_scope():
+    """Around one training run (also a decorator): a process group started inside it (by ``make_accelerator``
+    under torchrun / ``accelerate launch``) is destroyed at its end, and accelerate's state reset, so a later run
+    in the process starts a fresh one. Gloo threads still alive at interpreter exit can abort it (SIGABRT,
+    pytorch#190489); a group the caller started is theirs to end. On success every rank first waits for the
+    others: what the main process writes last (the exported model) is on disk when any rank returns."""
+    import torch.distributed as dist
+
+    ours = not (dist.is_available() and dist.is_initialized())
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        if ours and dist.is_available() and dist.is_initialized():
+            from accelerate.state import AcceleratorState
+
+            if ok:  # not after an error: the other ranks may be inside another collective
+                dist.barrier()
+            dist.destroy_process_group()
+            AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def is_main_rank() -> bool:
+    """Rank 0 of a launched run (``RANK``, set by torchrun / accelerate launch), or a process on its own: what
+    prints a run's result once, also after :func:`process_group_scope` has ended the group."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def cosine_lr_factor(step: int, total: int, warmup: int = 0, floor: float = 0.0) -> float:
@@ -163,7 +196,10 @@ class MetricsLog:
             self.accelerator.log(values, step=row["step"])
 
     def close(self) -> None:
-        """End the trackers (wandb's run, tensorboard's writer); metrics.jsonl needs nothing."""
+        """End the trackers (wandb's run, tensorboard's writer); metrics.jsonl needs nothing. Not
+        ``Accelerator.end_training()``: it also destroys the process group (accelerate 1.x), a caller's own
+        too, before the trainer's last barrier (:func:`process_group_scope` ends the group)."""
         if self.accelerator is not None:
-            self.accelerator.end_training()
+            for tracker in self.accelerator.trackers:
+                tracker.finish()
             self.accelerator = None
