@@ -41,8 +41,8 @@ def accelerate_launch(nproc: int, hf_home, *args) -> tuple[list[str], dict[str, 
     `hf_home`, a folder without one.
 
     On the CPU this is `--multi_gpu`, accelerate's torchrun launcher: `--cpu --num_processes N` starts ONE
-    process (accelerate's simple launcher; its multi-CPU mode needs mpirun and a hostfile). The trainers' own
-    device rule (`--device auto`: the CPU on a machine without CUDA) then puts the ranks on the CPU, gloo."""
+    process (accelerate's simple launcher; its multi-CPU mode needs mpirun and a hostfile). The tests pin the
+    trainers' device to the CPU (`--device cpu`), so the ranks run there, gloo, whatever GPUs the machine has."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(nproc),
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(_free_port()), *map(str, args)]

@@ -33,8 +33,9 @@ from cli_helpers import accelerate_launch  # noqa: E402
 
 pytestmark = pytest.mark.dist
 
+# --device cpu: the ranks on the CPU (gloo) on any machine (auto would put both on cuda:0 with one GPU)
 ARGS = ["--preset", "small", "--latent-dim", "16", "--horizon", "8", "--batch-size", "8", "--save-every", "5",
-        "--eval-every", "5", "--log-every", "1", "--no-progress"]
+        "--eval-every", "5", "--log-every", "1", "--no-progress", "--device", "cpu"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 # the CLI with AdamW replaced by SGD (same lr / weight decay arguments); the trainer ends its process group
@@ -88,14 +89,14 @@ def src(tmp_path_factory):
 def stage1_model(src, tmp_path_factory):
     out = tmp_path_factory.mktemp("s1") / "s1"
     return train_stage1(src, out, AlignConfig(steps=4, preset="small", latent_dim=16, horizon=8, batch_size=8,
-                                              progress=False))
+                                              progress=False, device="cpu"))
 
 
 @pytest.fixture(scope="module")
 def stage1_gmm(src, tmp_path_factory):
     out = tmp_path_factory.mktemp("s1gmm") / "s1"
     return train_stage1(src, out, AlignConfig(steps=4, preset="small", latent_dim=16, horizon=8, batch_size=8,
-                                              prior_mode="gmm", gmm_components=2, progress=False))
+                                              prior_mode="gmm", gmm_components=2, progress=False, device="cpu"))
 
 
 def test_gathered_mmd_gradient_matches_one_process(tmp_path):
@@ -164,7 +165,7 @@ def adam_one(src, tmp_path_factory):
     """The single-process reference of the launched CLI runs (the CLI's defaults: AdamW, lr 1e-4)."""
     out = tmp_path_factory.mktemp("adam") / "one"
     train_stage1(src, out, AlignConfig(steps=ADAM_STEPS, preset="small", latent_dim=16, horizon=8, batch_size=8,
-                                       save_every=5, eval_every=5, log_every=1, progress=False))
+                                       save_every=5, eval_every=5, log_every=1, progress=False, device="cpu"))
     return out
 
 

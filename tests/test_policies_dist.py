@@ -23,8 +23,10 @@ sys.path.insert(0, str(HERE))
 from cli_helpers import accelerate_launch  # noqa: E402
 
 CFG = {"horizon": 8, "state_dim": 8, "width": 32, "depth": 1, "heads": 2, "cond_dim": 32}
-# global batch 16: one process takes all 16, two processes 8 each (same indices, noise and ξ, sliced)
-COMMON = dict(batch_size=16, lr=1e-3, warmup_steps=2, log_every=3, progress=False, ema_decay=0.9, save_every=3)
+# global batch 16: one process takes all 16, two processes 8 each (same indices, noise and ξ, sliced); the CPU
+# (gloo) on any machine: device "auto" would put both ranks on cuda:0 with one GPU
+COMMON = dict(batch_size=16, lr=1e-3, warmup_steps=2, log_every=3, progress=False, ema_decay=0.9, save_every=3,
+              device="cpu")
 WEIGHTS = "pretrained_model/model.safetensors"
 TOL = 1e-6
 
