@@ -216,26 +216,37 @@ def test_headroom_rule_keeps_tasks_inside_the_band_on_validation_seeds_only(tmp_
 
 
 # per family: the committed validation run whose SFT LR the sweep chose and whose headroom rule picked the tasks
-REGIME_EVIDENCE = {"dp": "metaworld-dp-base-gate/d50-s30k", "pi0": "metaworld-pi0-val/sft-lr1e-3",
-                   "rdt": "metaworld-rdt-val/sft-lr1e-3"}
+REGIME_EVIDENCE = {("metaworld", "dp"): "metaworld-dp-base-gate/d50-s30k",
+                   ("metaworld", "pi0"): "metaworld-pi0-val/sft-lr1e-3",
+                   ("metaworld", "rdt"): "metaworld-rdt-val/sft-lr1e-3",
+                   ("robosuite", "rdt"): "robosuite-rdt-val/sft-lr1e-3",
+                   ("robosuite", "pi0"): "robosuite-pi0-val/sft-lr3e-3"}
+# per (suite, family): the committed validation run of the LoRA LR the preset takes (dp's: the demos-curve run)
+LORA_EVIDENCE = {("metaworld", "pi0"): "metaworld-pi0-val/lora-lr3e-3", ("metaworld", "rdt"): "metaworld-rdt-val/lora-lr3e-3",
+                 ("robosuite", "rdt"): "robosuite-rdt-val/lora-lr3e-3", ("robosuite", "pi0"): "robosuite-pi0-val/lora-lr1e-2"}
 
 
-@pytest.mark.parametrize("family", list(REGIME_EVIDENCE))
-def test_regime_preset_follows_the_committed_validation_evidence(family):
+@pytest.mark.parametrize("suite,family", list(REGIME_EVIDENCE))
+def test_regime_preset_follows_the_committed_validation_evidence(suite, family):
     """The preset's choices are the ones the committed validation runs made, and it scores on test seeds."""
     from pathlib import Path
 
     from ate.bench import steer_choice
 
     root = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "regime"
-    cfg = BenchConfig.from_preset("metaworld", "regime", policy=family)
-    gate = root / REGIME_EVIDENCE[family]
+    cfg = BenchConfig.from_preset(suite, "regime", policy=family)
+    gate = root / REGIME_EVIDENCE[(suite, family)]
     rule = json.loads((gate / "headroom.json").read_text())
     assert cfg.target_tasks == rule["keep"] and rule["eval_seed_start"] >= regime.VALIDATION_SEED_START
     gate_cfg = json.loads((gate / "config.json").read_text())  # the base that passed the 80 % gate
-    for k in ("policy", "n_source_demos", "pretrain_steps", "pretrain_lr", "source_tasks", "policy_config",
+    for k in ("suite", "policy", "n_source_demos", "pretrain_steps", "pretrain_lr", "source_robots", "source_tasks",
+              "target_robot", "policy_config", "batch_size", "max_steps", "action_steps", "demo_seed",
               "finetune_lr", "finetune_epochs", "finetune_min_steps", "finetune_max_steps"):
         assert getattr(cfg, k) == gate_cfg[k], k
+    if (suite, family) in LORA_EVIDENCE:
+        lora = json.loads((root / LORA_EVIDENCE[(suite, family)] / "config.json").read_text())
+        assert lora["arms"] == ["lora"] and lora["eval_seed_start"] >= regime.VALIDATION_SEED_START
+        assert cfg.lora_lr == lora["lora_lr"] and cfg.lora_rank == lora["lora_rank"]
     assert cfg.eval_seed_start < regime.VALIDATION_SEED_START  # test seeds
     assert cfg.headline == 5 and cfg.episodes_at(5) >= 50 and len(cfg.seeds) >= 3
     assert set(cfg.all_arms) == set(regime.REPORT_ARMS) - {"ate_best"} | {"ate"}

@@ -151,3 +151,23 @@ def test_resume_with_other_options_is_refused_naming_them(demos, tmp_path):
         pretrain(demos["src"], tmp_path / "run", resume=True, **{**kw, "steps": 8, "lr": 1e-2})
     with pytest.raises(ConfigError, match="--data"):
         pretrain(demos["tgt"], tmp_path / "run", resume=True, **{**kw, "steps": 8})
+
+
+def test_finetune_resumes_with_the_same_stats_from_another_file_and_refuses_other_stats(demos, tmp_path):
+    """The resume check compares the normalizer's numbers, not the path they were read from."""
+    from ate.data import Normalizer
+    from ate.errors import ConfigError
+
+    cfg = {"horizon": H, "state_dim": 8, **TINY["dp"]}
+    pretrain(demos["src"], tmp_path / "pre", policy="dp", policy_config=cfg, steps=2, **FAST)
+    stats = Normalizer.fit(load_episodes(demos["tgt"]), mode="minmax")
+    (tmp_path / "a.json").write_text(json.dumps(stats.to_dict()))
+    (tmp_path / "b.json").write_text(json.dumps(stats.to_dict()))
+    kw = dict(init=tmp_path / "pre" / "pretrained_model", steps=4, save_every=2, **FAST)
+    finetune(demos["tgt"], tmp_path / "ft", normalizer=tmp_path / "a.json", **kw)
+    finetune(demos["tgt"], tmp_path / "ft", normalizer=tmp_path / "b.json", resume=True, **{**kw, "steps": 6})
+    wider = stats.to_dict()
+    wider["max"] = [v + 1.0 for v in wider["max"]]
+    (tmp_path / "c.json").write_text(json.dumps(wider))
+    with pytest.raises(ConfigError, match=r"--normalizer '.*b.json: other statistics' \(checkpoint\) vs '.*c.json' \(now\)"):
+        finetune(demos["tgt"], tmp_path / "ft", normalizer=tmp_path / "c.json", resume=True, **{**kw, "steps": 8})

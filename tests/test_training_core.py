@@ -24,6 +24,23 @@ def test_resolve_device():
             resolve_device("cuda")
 
 
+def test_resolve_device_gives_each_process_its_own_gpu_and_refuses_more_processes_than_gpus(monkeypatch):
+    """torchrun's LOCAL_RANK picks the GPU; more processes per node than GPUs is a one-line error (nccl would
+    refuse two ranks on one device), for `auto` as for `cuda`. CUDA is faked: this runs on any machine."""
+    from ate.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert resolve_device("auto") == resolve_device("cuda") == torch.device("cuda", 1)
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    for name in ("auto", "cuda"):
+        with pytest.raises(ConfigError, match=r"4 processes on this node but torch sees 2 CUDA device\(s\).*--device cpu"):
+            resolve_device(name)
+
+
 @pytest.mark.skipif(tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 4), reason="fused CPU AdamW: torch 2.4")
 def test_adamw_is_fused_and_takes_torchs_default_steps():
     """Both trainers' optimiser uses the fused kernel (one pass per parameter; most of the reference VAE's CPU

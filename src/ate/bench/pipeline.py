@@ -70,7 +70,7 @@ PROFILE_WINDOWS, PROFILE_SEED = 256, 0
 # presets whose `ate` arm is "the best variant" (ATE-best): the committed steer choice of the run's policy family
 # (`ate.bench.steer_choice`: chosen on that family's validation seeds, fixed in a file before any test-seed run;
 # dp's, recorded as a fallback, for a family without one), applied in `BenchConfig.from_preset`
-STEER_CHOICE_PRESETS = {("metaworld", "regime")}
+STEER_CHOICE_PRESETS = {("metaworld", "regime"), ("robosuite", "regime")}
 # AlignConfig fields that do not change a VAE stage's result (so they do not invalidate its cache)
 _NOT_STAGE_PARAMS = ("progress", "wandb_project")
 ML10_TRAIN = ["reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-close-v3", "button-press-topdown-v3",
@@ -339,7 +339,8 @@ _METAWORLD_BASE = dict(source_robots=["Sawyer"], target_robot="Sawyer", policy="
 # Budgets. smoke: proves the plumbing end to end (< 3 min, success rates meaningless).
 # quick: the smallest setting that still compares the arms (the README demo; ~10 min on 2 cores).
 # full: the published setting (~75 min MetaWorld, ~100 min robosuite on 2 shared cores; results in benchmarks/results/).
-# regime: issue 10's instrument (MetaWorld; with pretraining ~56 min for dp and ~98 min for pi0 on 2 cores, measured).
+# regime: issue 10's instrument (MetaWorld; with pretraining ~56 min for dp and ~98 min for pi0 on 2 cores, measured;
+# robosuite: rdt's and pi0's gated bases, see the preset).
 PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     ("robosuite", "smoke"): dict(
         _ROBOSUITE_BASE, source_robots=["Panda"], n_source_demos=2, n_target_demos=[2], pretrain_steps=30,
@@ -359,6 +360,18 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
         source_eval_episodes=20,
         # guidance picked on validation seeds (benchmarks/results/robosuite/sweep): best of λ × sign on both suites
         reduction="per_sample", sign="flipped", scale=0.3),
+    ("robosuite", "regime"): dict(
+        # issue 10's instrument on robosuite, rdt's settings (the family gated here first), each chosen on
+        # validation seeds: benchmarks/results/regime/robosuite-rdt-base-gate (50 demos per (Panda, IIWA) x (Lift,
+        # Stack), 12k steps: 88.8 %) and robosuite-rdt-val (SFT LR 1e-3, LoRA LR 3e-3; the headroom rule keeps
+        # Lift and Stack, the only tasks the suite has). Arms, budget rule, curve and statistics as MetaWorld's.
+        # dp has no gated robosuite base yet: `--policy dp` runs with these settings, without the gate's evidence.
+        _ROBOSUITE_BASE, policy="rdt", source_tasks=["Lift", "Stack"], n_source_demos=50, pretrain_steps=12000,
+        pretrain_lr=1e-3, target_tasks=["Lift", "Stack"], n_target_demos=[1, 3, 5, 10, 25], headline_demos=5,
+        arms=["sft", "ate_paper", "ate"], headline_arms=["ate_unaligned", "lora", "scratch"],
+        finetune_lr=1e-3, lora_lr=3e-3, finetune_epochs=32, finetune_min_steps=100, finetune_max_steps=2000,
+        finetune_steps=2000, stage1_steps=1500, stage2_steps=400, eval_episodes=20, headline_eval_episodes=50,
+        seeds=[0, 1, 2], source_eval_episodes=20, eval_seed_start=100_000),  # + the steer choice: STEER_CHOICE_PRESETS
     ("metaworld", "smoke"): dict(
         _METAWORLD_BASE, source_tasks=["reach-v3"], target_tasks=["drawer-open-v3"], n_source_demos=2,
         n_target_demos=[2], pretrain_steps=30, finetune_steps=20, batch_size=16, stage1_steps=20, stage2_steps=20,
@@ -399,6 +412,11 @@ FAMILY_PRESETS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
         # 1e-3 of {3e-4, 1e-3, 3e-3, 1e-2}, LoRA LR 3e-3 of {1e-3, 3e-3, 1e-2}, the headroom rule at SFT's LR)
         "rdt": dict(pretrain_steps=12000, finetune_lr=1e-3, lora_lr=3e-3,
                     target_tasks=["shelf-place-v3", "sweep-into-v3", "lever-pull-v3"]),
+    },
+    ("robosuite", "regime"): {
+        # benchmarks/results/regime/robosuite-pi0-base-gate (86.2 % at 12k steps) and robosuite-pi0-val (SFT LR
+        # 3e-3 of {3e-4, 1e-3, 3e-3, 1e-2}, LoRA LR 1e-2 of {3e-3, 1e-2, 3e-2}; the headroom rule keeps both tasks)
+        "pi0": dict(finetune_lr=3e-3, lora_lr=1e-2),
     },
 }
 
@@ -761,8 +779,6 @@ def _train_finetune(tdir: Path, out: Path, init: Path, vae: Path, stats: Path, a
     from ate.policies.train import finetune
 
     resume = (out / "checkpoints" / "last").exists()
-    if resume:  # same stats, but the resume check compares their path: arms started before the space file read a VAE's
-        stats = json.loads((out / "train_config.json").read_text()).get("normalizer") or stats
     guided = arm in GUIDED_ARMS
     gkw = cfg.guidance_kwargs(arm) if guided else {}
     akw = dict(adapter="lora", lora_rank=cfg.lora_rank) if arm == "lora" else {}

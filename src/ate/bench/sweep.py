@@ -175,7 +175,8 @@ def plot(rows: list[dict], path: Path, title: str) -> Path:
     lo = np.array([100 * r["ci95"][0] for r in rows])
     hi = np.array([100 * r["ci95"][1] for r in rows])
     colors = ["#55A868" if a > 0 else "#C44E52" if b < 0 else "#8C8C8C" for a, b in zip(lo, hi)]
-    ax.errorbar(d, y, xerr=[d - lo, hi - d], fmt="none", ecolor="black", capsize=3, lw=1)
+    # lists, not arrays: matplotlib calls math.isfinite on each row, which NumPy deprecates for a 1-element array
+    ax.errorbar(d, y, xerr=[(d - lo).tolist(), (hi - d).tolist()], fmt="none", ecolor="black", capsize=3, lw=1)
     ax.scatter(d, y, c=colors, zorder=3)
     ax.axvline(0, color="black", lw=0.8, ls="--")
     ax.set_yticks(y, [f"{r['variant']} ({r['n_demos']} demos)" for r in rows])

@@ -36,12 +36,13 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from ate.bench.pipeline import BenchConfig
+    from ate.bench.pipeline import PRESETS, BenchConfig
 
     given = vars(args)  # options not on the command line are absent (argparse.SUPPRESS)
     overrides = {f.name: given[f.name] for f in dataclasses.fields(BenchConfig) if f.name not in SKIP and f.name in given}
     # a regime run per policy family (the families do not share a folder)
-    family = f"-{overrides.get('policy', 'dp')}" if args.preset == "regime" else ""
+    family = f"-{overrides.get('policy', PRESETS.get((args.suite, args.preset), {}).get('policy', 'dp'))}" \
+        if args.preset == "regime" else ""
     overrides.setdefault("out_dir", f"runs/bench/{args.suite}-{args.preset}{family}")
     cfg = BenchConfig.from_preset(args.suite, args.preset, **overrides)
     if "out_dir" in getattr(args, "from_config", ()):

@@ -205,8 +205,10 @@ def _valid_elements(batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 # options that may change when a run is resumed: its length, logging and the device it runs on
 _FREE_ON_RESUME = {"steps", "epochs", "min_steps", "max_steps", "progress", "log_every", "save_every", "device"}
-_RUN_KEYS = ("mode", "init", "data", "state_key", "action_key", "guidance", "vae", "guidance_config", "normalizer",
-             "adapter", "lora")
+# (the normalizer by its statistics, not by the file they were read from: another file of the same numbers
+# resumes, e.g. a run started on a VAE's stats continued from the target's action_space.json)
+_RUN_KEYS = ("mode", "init", "data", "state_key", "action_key", "guidance", "vae", "guidance_config",
+             "normalizer_stats", "adapter", "lora")
 
 
 def _check_resume(out: Path, cfg: TrainConfig, run_info: dict) -> None:
@@ -219,6 +221,9 @@ def _check_resume(out: Path, cfg: TrainConfig, run_info: dict) -> None:
     diffs = [(k, saved.get("train", {}).get(k), v) for k, v in now["train"].items()
              if k not in _FREE_ON_RESUME and saved.get("train", {}).get(k) != v]
     diffs += [(k, saved.get(k), now.get(k)) for k in _RUN_KEYS if k in saved and saved.get(k) != now.get(k)]
+    # statistics are long lists: name the files they came from instead
+    diffs = [("normalizer", f"{saved.get('normalizer')}: other statistics", now.get("normalizer"))
+             if k == "normalizer_stats" else (k, old, new) for k, old, new in diffs]
     if diffs:
         what = "; ".join(f"--{k.replace('_', '-')} {old!r} (checkpoint) vs {new!r} (now)" for k, old, new in diffs)
         raise ConfigError(f"{out}: cannot resume with other options than the run was started with: {what}; use the "
@@ -456,6 +461,7 @@ def finetune(data, out_dir: str | Path, init: str | Path, guidance: str = "off",
     info = {"mode": "finetune", "init": str(init), "guidance": guidance, "adapter": adapter, "lora": lora,
             "vae": str(vae) if vae is not None else None,
             "guidance_config": gcfg.to_dict() if gcfg else None, "normalizer": str(normalizer) if normalizer else None,
+            "normalizer_stats": {r: n.to_dict() for r, n in norms.items()} if norms else None,
             "data": [str(d) for d in ([data] if isinstance(data, (str, Path)) else data)],
             "state_key": state_key, "action_key": action_key, "out": str(out_dir)}
     return train_loop(model, ds, out_dir, cfg, guidance=guide, run_info=info, resume=resume)

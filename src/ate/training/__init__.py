@@ -32,14 +32,22 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto``: this process's CUDA device when torch sees one (``LOCAL_RANK`` under torchrun), else the CPU."""
+    """``auto``: this process's CUDA device when torch sees one (``LOCAL_RANK`` under torchrun), else the CPU.
+    ``auto`` or ``cuda`` with more processes on a node (``LOCAL_WORLD_SIZE``) than GPUs: a ConfigError."""
     if name not in DEVICES:
         raise ConfigError(f"device must be one of {DEVICES}, got {name!r}")
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise ConfigError("device='cuda' but torch sees no CUDA device (use 'auto' or 'cpu')")
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    # one GPU per process: nccl refuses two ranks on one device (and would hang the others at their first
+    # collective), so more processes than GPUs on a node is an error, not a silent wrap-around
+    per_node, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", "1")), torch.cuda.device_count()
+    if per_node > gpus:
+        raise ConfigError(f"device={name!r}: {per_node} processes on this node but torch sees {gpus} CUDA device(s); "
+                          f"start at most {gpus} (torchrun --nproc_per_node {gpus}) or train on the CPU with "
+                          "--device cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 MIXED_PRECISION = ("no", "bf16")
