@@ -3,6 +3,7 @@ without a GPU; `scripts/gpu_check.sh` runs them on one)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 
@@ -326,3 +327,40 @@ def test_lora_finetune_trains_low_rank_updates_and_saves_a_plain_policy(fam, tmp
             assert torch.equal(a[f"{name}.bias"], b[f"{name}.bias"])  # bias="none": base biases stay frozen
     assert moved > len(targets) // 2
     assert json.loads((tmp_path / "lora" / "train_config.json").read_text())["lora"]["rank"] == 2
+
+
+def test_the_cpu_bf16_attention_kernel_is_the_same_function_and_only_there():
+    """The VAE trainer's bf16 forward on the CPU runs attention on the math kernel (faster backward than the CPU
+    flash kernel at action-chunk lengths). The swap must not change the function: in float64, where both kernels
+    round at ~1e-16 per operation, the VAE's outputs and input gradient agree to 1e-10 relative (a 9-layer
+    network's few hundred accumulated roundings stay many orders below that; a wrong kernel is off at O(1)).
+    Elsewhere (fp32, GPUs) the context changes nothing."""
+    from ate.align.vae import ActionVAE, VAEConfig
+    from ate.training import attention_kernels
+
+    assert isinstance(attention_kernels(torch.device("cpu"), False), type(contextlib.nullcontext()))
+    assert isinstance(attention_kernels(torch.device("cuda"), True), type(contextlib.nullcontext()))
+    torch.manual_seed(0)
+    vae = ActionVAE(VAEConfig(action_dim=5, horizon=8, latent_dim=32, num_layers=3, num_heads=4, ff_dim=64)).double()
+    a = torch.randn(6, 8, 5, dtype=torch.float64)
+    noise = torch.randn(6, 32, dtype=torch.float64)
+
+    def run():
+        x = a.clone().requires_grad_(True)
+        recon, z, mu, logvar = vae(x, noise=noise)
+        (recon.square().sum() + z.sum()).backward()
+        return recon.detach(), mu.detach(), x.grad
+
+    def kernels(prof):
+        return {e.key for e in prof.key_averages() if "attention" in e.key}
+
+    with torch.profiler.profile() as prof:
+        base = run()
+    assert any("flash" in k for k in kernels(prof))  # torch's own choice here: so the comparison means something
+    with attention_kernels(torch.device("cpu"), True), torch.profiler.profile() as prof:
+        assert torch.backends.cuda.math_sdp_enabled() and not torch.backends.cuda.flash_sdp_enabled()
+        swapped = run()
+    assert not any("flash" in k for k in kernels(prof))
+    assert torch.backends.cuda.flash_sdp_enabled()  # restored
+    for u, v in zip(base, swapped):
+        assert (u - v).abs().max() <= 1e-10 * u.abs().max()

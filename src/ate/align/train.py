@@ -69,8 +69,8 @@ from ate.align.vae import ActionVAE, VAEConfig
 from ate.checkpoint import load_tensors, load_training_state, read_json, write_json_atomic
 from ate.data.action_space import ActionSpace
 from ate.errors import CheckpointError, ConfigError, DataError, ShapeMismatchError
-from ate.training import (DEVICES, MetricsLog, adamw, cosine_lr_factor, make_accelerator, process_group_scope,
-                          rank_share)
+from ate.training import (DEVICES, MetricsLog, adamw, attention_kernels, cosine_lr_factor, make_accelerator,
+                          process_group_scope, rank_share)
 
 logger = logging.getLogger(__name__)
 
@@ -257,7 +257,8 @@ def _loss_terms(vae, a, is_pad, cfg: AlignConfig, prior: PriorSummary | None, no
     the reconstruction term (`_rec_share`; None in one process). autocast: run the forward under bf16
     autocast when ``cfg.bf16``; False for a module whose forward accelerate already autocasts (prepared by
     the run's Accelerator), where the outputs come back in float32 as here."""
-    with torch.autocast(a.device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and autocast):
+    with torch.autocast(a.device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and autocast), \
+            attention_kernels(a.device, cfg.bf16):
         recon, z, mu, logvar = vae(a, noise=noise)
     recon, z, mu, logvar = recon.float(), z.float(), mu.float(), logvar.float()
     rec = reconstruction_loss(recon, a, cfg.recon, is_pad)
