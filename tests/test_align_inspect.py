@@ -76,7 +76,7 @@ def test_cli_prints_counts_and_named_errors(toy_pair):
     root, _, tgt, _, m2 = toy_pair
     out = subprocess.run([sys.executable, "-m", "ate", "inspect", "--model", str(m2), "--data", str(tgt),
                           "--method", "pca", "--max-points", "20", "--out", str(root / "cli")],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "points plotted: target latents 20, prior samples 20" in out.stdout
     assert "'dim 0':" in out.stdout

@@ -129,7 +129,7 @@ def test_changed_config_or_data_on_resume_raises_and_keeps_checkpoint(data, tmp_
 
 def _cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "ate", "align", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+                          cwd=cwd, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"}, timeout=600)
 
 
 def test_bad_input_through_trainer_and_cli(data, tmp_path):

@@ -114,7 +114,7 @@ print("READS", [r for r in reads if r.endswith(".json")], flush=True)
 ate.bench.choice.CHOICE_DIR = pathlib.Path(sys.argv[1])
 sys.exit(main(["bench", "--suite", "metaworld", "--preset", "regime", "--policy", "pi0", "--print-config"]))
 """
-    r = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=180,
+    r = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=600,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert "READS []" in r.stdout, r.stdout + r.stderr
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
