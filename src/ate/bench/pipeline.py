@@ -340,7 +340,7 @@ _METAWORLD_BASE = dict(source_robots=["Sawyer"], target_robot="Sawyer", policy="
 # quick: the smallest setting that still compares the arms (the README demo; ~10 min on 2 cores).
 # full: the published setting (~75 min MetaWorld, ~100 min robosuite on 2 shared cores; results in benchmarks/results/).
 # regime: issue 10's instrument (MetaWorld; with pretraining ~56 min for dp and ~98 min for pi0 on 2 cores, measured;
-# robosuite: rdt's and pi0's gated bases, see the preset).
+# robosuite: rdt's and pi0's gated bases, see the preset; pi0 took 5042 s with pretraining cached).
 PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     ("robosuite", "smoke"): dict(
         _ROBOSUITE_BASE, source_robots=["Panda"], n_source_demos=2, n_target_demos=[2], pretrain_steps=30,
