@@ -33,6 +33,7 @@ class Field(NamedTuple):
 INT_GE0, INT_GE1 = number(int, lo=0), number(int, lo=1)
 POS, NONNEG = number(float, lo=0, lo_open=True), number(float, lo=0)
 FRACTION = number(float, lo=0, hi=1, hi_open=True)
+FINITE_NONNEG = number(float, lo=0, finite=True)
 
 PAD_HELP = ("episode ends: repeat = every frame starts a window, the last action repeats and is masked (LeRobot); "
             "drop = full windows only, episodes shorter than the chunk are skipped (reference trainer)")
@@ -69,6 +70,11 @@ BENCH_GUIDANCE_NOTE = ("Guidance: the smoke / quick presets use the paper's sett
                        "reference, λ 2.0, κ 0.1); the full presets use reduction per_sample, sign flipped, λ 0.3, picked "
                        "on validation seeds. Neither has been shown to beat plain fine-tuning (SFT) significantly "
                        "(README, Results). --print-config shows the resolved values.")
+
+# the anchor to the frozen pretrained policy (ate.steer.PolicyAnchor), not latent guidance
+ANCHOR_HELP = ("β: add β·MSE(pred, the frozen pretrained policy's pred on the same noisy chunk, time and observation) "
+               "to the fine-tuning loss, a low-data regulariser that keeps the source policy's knowledge (composes "
+               "with --guidance ate; 0 = off)")
 
 ALIGN = {
     "horizon": Field("chunk length H in frames; use the policy's horizon / chunk_size", INT_GE1),
