@@ -53,7 +53,7 @@ def _config_file(mode: str):
         keys.update(policy={"type": "policy", "*": None}, policy_config="policy_config")
     else:
         keys.update(init="init", guidance="guidance", vae="vae", normalizer="normalizer", adapter="adapter",
-                    anchor_weight="anchor_weight",
+                    anchor_weight="anchor_weight", normalizer_stats=None,  # the statistics --normalizer named
                     guidance_config={name: name for name, _ in GUIDANCE_DEFAULTS},
                     lora={"rank": "lora_rank", "alpha": "lora_alpha",
                           **dict.fromkeys(("layers", "trainable_params", "total_params"))},
