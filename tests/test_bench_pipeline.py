@@ -84,6 +84,9 @@ def test_presets_and_config_validation():
         BenchConfig(sign="sideways")
     with pytest.raises(ValueError, match="kl_direction"):
         BenchConfig(kl_direction="forward")
+    for bad in (-1.0, float("inf")):
+        with pytest.raises(ValueError, match=r"BenchConfig.anchor_weight must be a finite number >= 0"):
+            BenchConfig(anchor_weight=bad)
     with pytest.raises(ValueError, match="no preset"):
         BenchConfig.from_preset("robosuite", "huge")
     with pytest.raises(ValueError, match="Sawyer"):
@@ -98,9 +101,11 @@ def test_cli_options_override_preset_only_where_given():
     p.add_argument("--preset", default="quick")
     add_config_options(p)
     args = p.parse_args(["--seeds", "0", "1", "2", "--clamp", "none", "--sign", "flipped", "--scale", "3",
-                         "--policy-config", '{"horizon": 8}', "--no-progress", "--target-robot", "IIWA"])
+                         "--policy-config", '{"horizon": 8}', "--no-progress", "--target-robot", "IIWA",
+                         "--anchor-weight", "0.25"])
     cfg = config_from_args(args)
     assert cfg.seeds == [0, 1, 2] and cfg.clamp is None and cfg.sign == "flipped" and cfg.scale == 3.0
+    assert cfg.anchor_weight == 0.25 and BenchConfig.from_preset("robosuite", "quick").anchor_weight == 1.0
     assert cfg.policy_config == {"horizon": 8} and cfg.progress is False and cfg.target_robot == "IIWA"
     q = BenchConfig.from_preset("robosuite", "quick")
     assert cfg.pretrain_steps == q.pretrain_steps and cfg.out_dir == "runs/bench/robosuite-quick"
@@ -239,15 +244,15 @@ def test_smoke_robosuite_cross_embodiment(tmp_path):
 @pytest.mark.sim
 @pytest.mark.slow
 def test_smoke_every_arm_with_the_budget_rule(tmp_path):
-    """All six arms on tiny budgets under the epochs budget rule: the same resolved step count for every arm,
-    the paper's guidance for ate_paper, a target-only VAE for ate_unaligned, LoRA for lora, and each arm
-    compared with SFT in the report."""
+    """Every arm on tiny budgets under the epochs budget rule: the same resolved step count for every arm,
+    the paper's guidance for ate_paper, a target-only VAE for ate_unaligned, LoRA for lora, the anchor term (and only
+    it: no guidance, full fine-tuning) for anchor, and each arm compared with SFT in the report."""
     from ate.bench.pipeline import ARMS, PAPER_GUIDANCE, run_bench
 
     cfg = BenchConfig.from_preset("metaworld", "smoke", out_dir=str(tmp_path / "run"), workers=1, progress=False,
                                   eval_every=0, eval_episodes=1, arms=list(ARMS), finetune_epochs=0.5,
                                   finetune_min_steps=2, finetune_max_steps=40, lora_rank=2, lora_lr=2e-3, scale=0.2,
-                                  strength="relative", sign="flipped", reduction="per_sample")
+                                  strength="relative", sign="flipped", reduction="per_sample", anchor_weight=0.5)
     res = run_bench(cfg)
     run = tmp_path / "run"
     tc = {a: json.loads((run / "train" / f"{a}-n2-seed0" / "train_config.json").read_text()) for a in ARMS}
@@ -261,6 +266,15 @@ def test_smoke_every_arm_with_the_budget_rule(tmp_path):
     assert tc["ate"]["guidance_config"]["strength"] == "relative" == tc["ate_unaligned"]["guidance_config"]["strength"]
     assert tc["lora"]["adapter"] == "lora" and tc["lora"]["guidance"] == "off" and tc["lora"]["lora"]["rank"] == 2
     assert tc["lora"]["train"]["lr"] == 2e-3 and tc["sft"]["train"]["lr"] == cfg.finetune_lr
+    a = tc["anchor"]
+    assert (a["anchor_weight"], a["guidance"], a["adapter"], a["train"]["lr"]) == (0.5, "off", "full", cfg.finetune_lr)
+    assert {tc[x]["anchor_weight"] for x in ARMS if x not in ("anchor", "scratch")} == {0.0}
+    assert "anchor_loss" in json.loads((run / "train" / "anchor-n2-seed0" / "metrics.jsonl").read_text().splitlines()[-1])
+    # only the anchor arm's cache key holds the weight: the other arms' keys (and their cached runs) are unchanged
+    keys = {x: json.loads((run / "stages" / f"train-{x}-n2-seed0.json").read_text())["params"] for x in ARMS}
+    assert keys["anchor"]["anchor_weight"] == 0.5 and not any("anchor_weight" in keys[x] for x in ARMS if x != "anchor")
+    assert {k: v for k, v in keys["anchor"].items() if k not in ("arm", "anchor_weight")} == \
+        {k: v for k, v in keys["sft"].items() if k != "arm"}  # otherwise the anchor arm is sft's run
     unaligned = json.loads((run / "vae" / "stage2u-n2-seed0" / "model" / "config.json").read_text())
     assert unaligned["align_config"]["w_kl"] == 0 and unaligned["align_config"]["w_mmd"] == 0
     assert tc["ate_unaligned"]["vae"].endswith("stage2u-n2-seed0/model")
@@ -269,3 +283,5 @@ def test_smoke_every_arm_with_the_budget_rule(tmp_path):
     assert len(pairs) == len(set(pairs))  # each comparison once
     report = (run / "report.md").read_text()
     assert "LORA − SFT" in report and "ATE_PAPER − SFT" in report and "Fine-tuning budget" in report
+    assert "ANCHOR − SFT" in report and "ANCHOR = SFT + β·MSE to the frozen pretrained policy's prediction" in report
+    assert "(β = 0.5;" in report

@@ -45,14 +45,14 @@ def _paper_choice(family):
 
 
 def _write_run(path, suite="metaworld", policy="dp", demos=(1, 5), arms=("sft", "ate", "ate_paper"), seed_start=200_000,
-               source=True, profiles=True, command="ate bench --suite metaworld ..."):
+               source=True, profiles=True, command="ate bench --suite metaworld ...", anchor_weight=1.0):
     """One finished run: SFT's (seed, task) cells succeed c, c + 2, c + 4, c + 6 times of 20 (c by demos:
     mean (4c + 12) / 80), every other arm 2 more per cell (+10.0 points)."""
     tasks = ["drawer-open-v3", "door-close-v3"]
     cfg = BenchConfig(suite=suite, policy=policy, source_robots=["Sawyer"], target_robot="Sawyer",
                       source_tasks=["reach-v3", "push-v3"], target_tasks=tasks, n_target_demos=list(demos),
                       arms=list(arms), seeds=[0, 1], finetune_steps=100, eval_seed_start=seed_start,
-                      out_dir=str(path), source_eval_episodes=N_EPS if source else 0)
+                      out_dir=str(path), source_eval_episodes=N_EPS if source else 0, anchor_weight=anchor_weight)
     evals = []
     for n in demos:
         c = BASE[n]
@@ -135,6 +135,25 @@ def test_summary_values_merge_and_outputs(tmp_path, single_torch_thread):
     assert "| ate_best | 35.0" in report and "Δ +10.0" in report and "80.0 % — passed" in report
     assert "Split: **validation**" in report and "ate bench --n-target-demos 25" in report and "3.4x" in report
     assert "no profile in these runs" in report  # the robosuite runs have none
+
+
+def test_an_arm_outside_report_arms_follows_them(tmp_path, single_torch_thread):
+    """The anchor arm (not one of REPORT_ARMS, which the committed summaries list) is summarised, compared with SFT,
+    tabled and plotted after them; runs whose anchor arms used different weights do not merge."""
+    _write_run(tmp_path / "a", demos=(5,), arms=("sft", "ate", "anchor"))
+    s = regime.summarize([tmp_path / "a"], None)
+    dp = s["suites"]["metaworld"]["dp"]
+    assert list(dp["arms"]) == [*regime.REPORT_ARMS, "anchor"]
+    assert dp["arms"]["anchor"]["5"]["mean"] == 55.0 and dp["arms"]["anchor"]["5"]["delta_vs_sft"]["mean"] == 10.0
+    assert "anchor" not in dp["guidance_profile"]  # no latent guidance, no profile
+    paths = regime.write_report(s, tmp_path / "out")
+    assert "| anchor | 55.0" in (tmp_path / "out" / "report.md").read_text()
+    assert paths["delta_vs_sft"].stat().st_size > 5000
+    _write_run(tmp_path / "b", demos=(25,), arms=("sft", "anchor"), anchor_weight=0.5)
+    with pytest.raises(ConfigError, match=r"anchor arms use different anchor_weight \(\[0.5, 1.0\]\)"):
+        regime.summarize([tmp_path / "a", tmp_path / "b"], None)
+    _write_run(tmp_path / "c", demos=(25,), arms=("sft", "ate"), anchor_weight=0.5)  # no anchor arm: it merges
+    assert "25" in regime.summarize([tmp_path / "a", tmp_path / "c"], None)["suites"]["metaworld"]["dp"]["arms"]["sft"]
 
 
 def test_overlap_other_seeds_and_bad_input_are_refused(tmp_path):

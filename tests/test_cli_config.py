@@ -85,17 +85,17 @@ def test_policy_pretrain_round_trip_keeps_the_policy_config(pretrained, tmp_path
     assert without(again, "out") == without(first, "out")
 
 
-def test_policy_finetune_round_trip_with_guidance_and_lora(demos, stage1, pretrained, tmp_path):
+def test_policy_finetune_round_trip_with_guidance_lora_and_anchor(demos, stage1, pretrained, tmp_path):
     vae = tmp_path / "vae"
     ok(ate("align", "stage2", "--data", demos["tgt"], "--source", stage1, "--out", vae, "--steps", 2, *VAE))
     ft = tmp_path / "ft"
     ok(ate("policy", "finetune", "--data", demos["tgt"], "--init", pretrained, "--out", ft, "--guidance", "ate",
            "--vae", vae, "--normalizer", vae, "--scale", 0.5, "--clamp", "none", "--sign", "flipped", "--adapter", "lora", "--lora-rank", 2,
-           "--steps", 2, "--batch-size", 4, "--lr", 3e-4, "--seed", 7, "--no-progress"))
+           "--anchor-weight", 0.5, "--steps", 2, "--batch-size", 4, "--lr", 3e-4, "--seed", 7, "--no-progress"))
     ok(ate("policy", "finetune", "--config", ft, "--out", tmp_path / "again"))
     first, again = read(ft / "train_config.json"), read(tmp_path / "again" / "train_config.json")
     assert first["guidance_config"]["scale"] == 0.5 and first["guidance_config"]["clamp"] is None
-    assert first["lora"]["rank"] == 2 and first["train"]["seed"] == 7
+    assert first["lora"]["rank"] == 2 and first["train"]["seed"] == 7 and first["anchor_weight"] == 0.5
     assert without(again, "out") == without(first, "out")
 
 

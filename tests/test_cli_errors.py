@@ -28,6 +28,10 @@ def error_line(r: subprocess.CompletedProcess, code: int) -> str:
                                            "(choose from 'repeat', 'drop')"),
     (["align", "stage1", "--batch-size", "1"], "ate align stage1: error: argument --batch-size: must be >= 2, got 1"),
     (["policy", "finetune", "--scale", "-1"], "ate policy finetune: error: argument --scale: must be >= 0, got -1"),
+    (["policy", "finetune", "--anchor-weight", "-1"], "ate policy finetune: error: argument --anchor-weight: must be "
+                                                      ">= 0, got -1"),
+    (["policy", "finetune", "--anchor-weight", "nan"], "ate policy finetune: error: argument --anchor-weight: must be "
+                                                       "a finite number, got nan"),
     (["bench", "--reduction", "mean"], "ate bench: error: argument --reduction: invalid choice: 'mean'"),
 ])
 def test_bad_option_value_is_one_argparse_line(args, expected):

@@ -1,7 +1,8 @@
 """Two CPU processes (torchrun, gloo) reach the same weights as one process with the doubled batch: plain
 pretraining (launched by `accelerate launch` too), and ATE fine-tuning with padded windows (ranks hold
 different numbers of valid loss elements), the reference reduction (a batch mean) and sampled-encoder
-guidance (a random ξ per sample).
+guidance (a random ξ per sample), and fine-tuning anchored to the frozen pretrained policy (its masked mean is
+weighted per rank like the plain loss).
 
 Run as a script by torchrun / accelerate (see `_main`); as a test it launches the runs and compares the
 weights. All runs train in float64: see the tolerance argument in `_max_diff`.
@@ -46,6 +47,8 @@ def _main(mode: str, data: str, out: str, init: str | None = None) -> None:
     norm = load_policy(init).normalizers["panda"]["action"]  # same robot: the pretrained action space
     kw = dict(guidance="ate", vae=StandInVAE(4, CFG["horizon"], norm), scale=20.0, clamp=None,
               encoder_mode="sample", reduction="reference") if mode == "ate" else dict(guidance="off")
+    if mode == "anchor":  # a large β: the term, 0 at the first step, moves the weights within 6 steps
+        kw["anchor_weight"] = 5.0
     finetune(data, out, init=init, steps=6, pad="repeat", **kw, **COMMON)
 
 
@@ -86,20 +89,25 @@ def _max_diff(a: dict, b: dict) -> float:
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def _demos(root: Path) -> tuple[Path, Path]:
     import sys as _sys
 
     _sys.path.insert(0, str(HERE))
     from test_policies_helpers import write_demos
 
-    root = tmp_path_factory.mktemp("dist")
     src = write_demos(root / "src", "panda", 4, 6, n_eps=3, T=16)
     # target episodes of 11 and 13 frames: windows near the ends are padded, so the two ranks' slices hold
     # different numbers of valid elements
     tgt = write_demos(root / "tgt1", "panda", 4, 6, n_eps=1, T=11, task="push", seed=1)
     write_demos(root / "tgt2", "panda", 4, 6, n_eps=1, T=13, task="push", seed=2)
     (root / "tgt2" / "ep_000.hdf5").rename(tgt / "ep_001.hdf5")
+    return src, tgt
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist")
+    src, tgt = _demos(root)
     _run(root, 1, "pretrain", src, root / "pre1")
     _run(root, 2, "pretrain", src, root / "pre2")
     _run(root, 2, "pretrain", src, root / "pre2_accelerate", launcher="accelerate")
@@ -131,6 +139,29 @@ def test_two_processes_match_one_process_with_guidance_and_padding(runs):
     assert _max_diff(one, _weights(runs / "off1")) > 100 * TOL
     rec = json.loads((runs / "ate2" / "metrics.jsonl").read_text().splitlines()[-1])
     assert rec["guidance_norm"] > 0
+
+
+@pytest.fixture(scope="module")
+def anchor_runs(tmp_path_factory):
+    """Its own runs (not `runs`'), so the anchor case can run alone: -k anchor."""
+    root = tmp_path_factory.mktemp("dist_anchor")
+    src, tgt = _demos(root)
+    _run(root, 1, "pretrain", src, root / "pre1")
+    for nproc, mode in ((1, "off"), (1, "anchor"), (2, "anchor")):
+        _run(root, nproc, mode, tgt, root / f"{mode}{nproc}", root / "pre1")
+    return root
+
+
+@pytest.mark.dist
+def test_two_processes_match_one_process_with_the_anchor_and_padding(anchor_runs):
+    one, two = _weights(anchor_runs / "anchor1"), _weights(anchor_runs / "anchor2")
+    diff = _max_diff(one, two)
+    assert diff < TOL, diff  # the tolerance argument of _max_diff: the anchor adds one more masked mean
+    assert json.loads((anchor_runs / "anchor2" / "train_config.json").read_text())["world_size"] == 2
+    # not vacuous: the anchor moved the weights away from plain fine-tuning by far more than the tolerance
+    assert _max_diff(one, _weights(anchor_runs / "off1")) > 100 * TOL
+    rec = json.loads((anchor_runs / "anchor2" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert rec["anchor_loss"] > 0
 
 
 if __name__ == "__main__":

@@ -25,8 +25,10 @@ parameters changed, and resumes an interrupted training stage from its last chec
                   reduction, sampled encoder), `ate_unaligned` (the configured guidance with a target-only
                   VAE: stage 2 without KL / MMD, so the arm isolates the alignment; with strength="relative"
                   its guidance strength matches the aligned arm's by construction), `lora` (peft LoRA
-                  fine-tuning, guidance off: the parameter-efficient peer), and `scratch` (no pretraining: a
-                  fresh policy trained on the target demos only, same budget).
+                  fine-tuning, guidance off: the parameter-efficient peer), `anchor` (SFT plus β·MSE to the frozen
+                  pretrained policy's prediction on the same noisy input, `ate.steer.PolicyAnchor`: a regulariser
+                  that carries source knowledge without a VAE, full fine-tuning, no latent guidance), and `scratch`
+                  (no pretraining: a fresh policy trained on the target demos only, same budget).
    `profile-*`    for each guided arm, the guidance strength relative to the policy's residual per
                   noise level on its final weights (`ate.steer.guidance_profile`; ≤ 256 target windows, a
                   fixed seed, no update): `train/<arm dir>/guidance_profile.json`. Cheap and cached, so a
@@ -59,7 +61,7 @@ from ate.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-ARMS = ("sft", "ate", "ate_paper", "ate_unaligned", "lora", "scratch")
+ARMS = ("sft", "ate", "ate_paper", "ate_unaligned", "lora", "anchor", "scratch")
 GUIDED_ARMS = ("ate", "ate_paper", "ate_unaligned")
 ALIGNED_ARMS = ("ate", "ate_paper")  # guided by the aligned stage-2 VAE (ate_unaligned: a target-only one)
 # the guidance exactly as published (SPEC "Steer"; the defaults of ate.steer.GuidanceConfig)
@@ -98,6 +100,10 @@ class BenchConfig:
             final weights are still reported at step = finetune_steps (their real count: `trained_steps`).
         lora_rank: rank of the `lora` arm's adapters; lora_lr: its learning rate (None: finetune_lr). LoRA
             usually wants a larger LR than full fine-tuning; choose it on validation seeds like any setting.
+        anchor_weight: β >= 0 of the `anchor` arm (`ate.policies.train.finetune(anchor_weight=)`): SFT's loss plus
+            β·masked MSE to the frozen pretrained policy's prediction on the same x_t, t and observation. 1.0 weighs
+            the pretrained prediction like the demo's target (the soft target is their mean); choose it on
+            validation seeds like any setting. Only the anchor arm reads it (and only its cache key holds it).
         seeds: fine-tuning seeds (each trains every arm once); pretrain_seed: the one pretrained checkpoint
             all arms start from.
         arms: subset of ARMS (see the module docstring, stage 6), trained at every number of target demos.
@@ -148,6 +154,7 @@ class BenchConfig:
     finetune_max_steps: int | None = None
     lora_rank: int = 8
     lora_lr: float | None = None
+    anchor_weight: float = 1.0
     seeds: list[int] = field(default_factory=lambda: [0])
     pretrain_seed: int = 0
     arms: list[str] = field(default_factory=lambda: ["sft", "ate"])
@@ -216,6 +223,12 @@ class BenchConfig:
                 raise ConfigError(f"BenchConfig.{name} must be >= 1, got {getattr(self, name)}")
         if min(self.n_target_demos) < 1:
             raise ConfigError(f"BenchConfig.n_target_demos must be >= 1, got {self.n_target_demos}")
+        from ate.steer import check_anchor_weight
+
+        try:
+            check_anchor_weight(self.anchor_weight)
+        except ConfigError as exc:
+            raise ConfigError(f"BenchConfig.{exc}") from None
         if self.eval_every < 0 or self.source_eval_episodes < 0:
             raise ConfigError("BenchConfig.eval_every and source_eval_episodes must be >= 0")
         if self.finetune_epochs is not None and self.eval_every:
@@ -720,6 +733,8 @@ def _run_bench(config: BenchConfig, pool, command: str | None) -> dict[str, Any]
                     params.update(init=pre_params, vae=str(vae), vae_params=vparams)
                     if arm in GUIDED_ARMS:
                         params["guidance"] = cfg.guidance_kwargs(arm)
+                    if arm == "anchor":  # only this arm's key: the other arms' cached runs keep theirs
+                        params["anchor_weight"] = cfg.anchor_weight
                     if arm == "lora":
                         params["lora_rank"] = cfg.lora_rank
                         if cfg.lora_lr is not None:
@@ -782,8 +797,9 @@ def _train_finetune(tdir: Path, out: Path, init: Path, vae: Path, stats: Path, a
     guided = arm in GUIDED_ARMS
     gkw = cfg.guidance_kwargs(arm) if guided else {}
     akw = dict(adapter="lora", lora_rank=cfg.lora_rank) if arm == "lora" else {}
+    anchor = cfg.anchor_weight if arm == "anchor" else 0.0
     finetune(str(tdir), out, init=init, guidance="ate" if guided else "off", vae=vae if guided else None,
-             normalizer=stats, resume=resume, **gkw, **akw, **tkw)
+             normalizer=stats, anchor_weight=anchor, resume=resume, **gkw, **akw, **tkw)
     return str(out / "pretrained_model")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from ate.bench.report import config_arms, config_headline
 
 ARM_COLORS = {"sft": "#4C72B0", "ate": "#DD8452", "ate_paper": "#C44E52", "ate_unaligned": "#937860",
-              "lora": "#55A868", "scratch": "#8C8C8C"}
+              "lora": "#55A868", "anchor": "#8172B3", "scratch": "#8C8C8C"}
 
 
 def pyplot():

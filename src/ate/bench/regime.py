@@ -20,8 +20,9 @@ Reads each run's results.json (`ate.bench.results/1`) and writes into `--out`:
                     "total_wall_s", "n_target_demos", "created"}]}}}}
 
   Arms are the bench's, with `ate` (the configured variant under test) reported as `ate_best`; every arm of
-  REPORT_ARMS is listed, {} when absent. Numbers are the final-step, all-task rows of each run's `summary`
-  and `comparisons` (the hierarchical bootstrap of `ate.bench.report`), not recomputed.
+  REPORT_ARMS is listed, {} when absent; another arm (e.g. `anchor`) follows them, only when a run has it.
+  Numbers are the final-step, all-task rows of each run's `summary` and `comparisons` (the hierarchical
+  bootstrap of `ate.bench.report`), not recomputed.
 - report.md: per suite × family a table (arm × demos: mean [CI], Δ vs SFT [CI]), the base gate, the split,
   the commands, machines and wall times.
 - success_vs_demos.png, delta_vs_sft.png, guidance_profile.png (`ate.steer.guidance_profile`; runs made
@@ -111,6 +112,10 @@ def _check_mergeable(runs: list[dict], suite: str, family: str) -> None:
         if len(values) > 1:
             raise ConfigError(f"the {suite}/{family} runs differ in {key} ({' vs '.join(sorted(values))}); only runs of "
                               "one setting merge into a curve")
+    weights = {r["config"].get("anchor_weight") for r in runs if "anchor" in config_arms(r["config"])}
+    if len(weights) > 1:  # one anchor row = one β (the other arms do not read it)
+        raise ConfigError(f"the {suite}/{family} runs' anchor arms use different anchor_weight ({sorted(weights)}); "
+                          "only runs of one setting merge into a curve")
     starts = {r["config"]["eval_seed_start"] for r in runs}
     if len(starts) > 1:
         raise ConfigError(f"the {suite}/{family} runs use different evaluation seeds (eval_seed_start {sorted(starts)}); "

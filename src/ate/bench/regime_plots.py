@@ -1,7 +1,7 @@
 """PNG plots of a regime summary (`ate.bench.regime`): one panel per policy family, one row per suite.
 
-success_vs_demos.png (every arm, CI error bars, log-x), delta_vs_sft.png (ATE arms − SFT, paired CIs) and
-guidance_profile.png (‖λ·c·g‖ / residual by noise level, log-y). matplotlib on the Agg backend.
+success_vs_demos.png (every arm, CI error bars, log-x), delta_vs_sft.png (ATE arms and the anchor arm − SFT,
+paired CIs) and guidance_profile.png (‖λ·c·g‖ / residual by noise level, log-y). matplotlib on the Agg backend.
 """
 
 from __future__ import annotations
@@ -79,16 +79,16 @@ def plot_success_vs_demos(summary: dict, path: Path) -> Path:
 
 def plot_delta_vs_sft(summary: dict, path: Path) -> Path:
     def draw(ax, entry):
-        arms = [a for a in ("ate_paper", "ate_best", "ate_unaligned") if entry["arms"].get(a)]
+        arms = [a for a in ("ate_paper", "ate_best", "ate_unaligned", "anchor") if entry["arms"].get(a)]
         drawn = [_errorbars(ax, entry["arms"][a], a, "delta_vs_sft", 1.03 ** (k - (len(arms) - 1) / 2))
                  for k, a in enumerate(arms)]
         if any(drawn):
             ax.axhline(0.0, color="black", lw=0.8)
             _demos_axis(ax, entry)
             ax.legend(frameon=False, fontsize=7)
-        return None if any(drawn) else "no ATE arm compared with SFT"
+        return None if any(drawn) else "no ATE or anchor arm compared with SFT"
 
-    return _figure(summary, draw, path, "ATE − SFT (points), paired 95 % CI")
+    return _figure(summary, draw, path, "arm − SFT (points), paired 95 % CI")
 
 
 def plot_guidance_profile(summary: dict, path: Path) -> Path:

@@ -243,6 +243,14 @@ def _choice_lines(cfg: dict) -> list[str]:
     return [f"ATE-best (the `ate` arm) = the committed steer choice {choice_label(rec)}, `{rec.get('file')}`.", ""]
 
 
+def _anchor_lines(cfg: dict) -> list[str]:
+    """What the `anchor` arm is, when the run has it."""
+    if "anchor" not in config_arms(cfg):
+        return []
+    return [f"ANCHOR = SFT + β·MSE to the frozen pretrained policy's prediction on the same noisy input (β = "
+            f"{cfg.get('anchor_weight', 1.0):g}; full fine-tuning, no latent guidance).", ""]
+
+
 def write_report(results: dict, run_dir: Path) -> dict[str, Path]:
     """Write results.json, the plots and report.md into run_dir; returns their paths."""
     from ate.bench.plots import write_plots
@@ -265,6 +273,7 @@ def write_report(results: dict, run_dir: Path) -> dict[str, Path]:
         f"(identical for every arm).",
         "",
         *_choice_lines(cfg),
+        *_anchor_lines(cfg),
         "## Success rate (%) at the end of fine-tuning",
         "",
         summary_table(results, n_main, final),

@@ -33,6 +33,7 @@ class Field(NamedTuple):
 INT_GE0, INT_GE1 = number(int, lo=0), number(int, lo=1)
 POS, NONNEG = number(float, lo=0, lo_open=True), number(float, lo=0)
 FRACTION = number(float, lo=0, hi=1, hi_open=True)
+FINITE_NONNEG = number(float, lo=0, finite=True)
 
 PAD_HELP = ("episode ends: repeat = every frame starts a window, the last action repeats and is masked (LeRobot); "
             "drop = full windows only, episodes shorter than the chunk are skipped (reference trainer)")
@@ -69,6 +70,11 @@ BENCH_GUIDANCE_NOTE = ("Guidance: the smoke / quick presets use the paper's sett
                        "reference, λ 2.0, κ 0.1); the full presets use reduction per_sample, sign flipped, λ 0.3, picked "
                        "on validation seeds. Neither has been shown to beat plain fine-tuning (SFT) significantly "
                        "(README, Results). --print-config shows the resolved values.")
+
+# the anchor to the frozen pretrained policy (ate.steer.PolicyAnchor), not latent guidance
+ANCHOR_HELP = ("β: add β·MSE(pred, the frozen pretrained policy's pred on the same noisy chunk, time and observation) "
+               "to the fine-tuning loss, a low-data regulariser that keeps the source policy's knowledge (composes "
+               "with --guidance ate; 0 = off)")
 
 ALIGN = {
     "horizon": Field("chunk length H in frames; use the policy's horizon / chunk_size", INT_GE1),
@@ -181,13 +187,16 @@ def _bench() -> dict[str, Field]:
                                  number(float, lo=0, lo_open=True, none=True)),
         "finetune_min_steps": Field("lower clamp of the budget rule", INT_GE1),
         "finetune_max_steps": Field("upper clamp of the budget rule ('none' = no cap)", number(int, lo=1, none=True)),
+        "anchor_weight": Field("β of the anchor arm: SFT's loss + β·MSE(pred, the frozen pretrained policy's pred "
+                               "on the same noisy chunk, time and observation); no latent guidance", FINITE_NONNEG),
         "lora_rank": Field("rank of the lora arm's adapters", INT_GE1),
         "lora_lr": Field("learning rate of the lora arm ('none' = --finetune-lr)", number(float, lo=0, lo_open=True, none=True)),
         "seeds": Field("fine-tuning seeds (each trains every arm once)", int),
         "pretrain_seed": Field("seed of the one pretrained checkpoint all arms start from", int),
         "arms": Field("sft = plain fine-tuning; ate = with the configured latent guidance; ate_paper = with the "
                       "paper's guidance exactly; ate_unaligned = configured guidance, target-only VAE (no KL / MMD); "
-                      "lora = peft LoRA fine-tuning; scratch = target demos only", choices=ARMS),
+                      "lora = peft LoRA fine-tuning; anchor = SFT + β·MSE to the frozen pretrained policy's prediction "
+                      "(--anchor-weight); scratch = target demos only", choices=ARMS),
         "headline_demos": Field("the headline number of target demos per task ('none' = the first of "
                                 "--n-target-demos)", number(int, lo=1, none=True)),
         "headline_arms": Field("extra arms trained and evaluated only at the headline number of demos (the bare "

@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import difflib
 import json
+import math
 import typing
 from pathlib import Path
 
@@ -189,14 +190,17 @@ def check_config_out(args, dest: str, flag: str, occupied: bool, resumable: bool
                           f"would overwrite, not resume; give {flag} <new dir>{hint}")
 
 
-def number(cast, lo=None, hi=None, lo_open: bool = False, hi_open: bool = False, none: bool = False):
+def number(cast, lo=None, hi=None, lo_open: bool = False, hi_open: bool = False, none: bool = False,
+           finite: bool = False):
     """argparse ``type=``: parse with `cast` and check lo <= value <= hi (strict where *_open); `none`
-    also accepts "none" / "null" for an optional field."""
+    also accepts "none" / "null" for an optional field; `finite` refuses inf and nan (which pass lo / hi checks)."""
 
     def parse(text: str):
         if none and text.lower() in ("none", "null"):
             return None
         value = cast(text)  # ValueError -> argparse's "invalid int value: 'x'"
+        if finite and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         if lo is not None and (value < lo or (lo_open and value == lo)):
             raise argparse.ArgumentTypeError(f"must be {'>' if lo_open else '>='} {lo}, got {text}")
         if hi is not None and (value > hi or (hi_open and value == hi)):

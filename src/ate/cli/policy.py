@@ -53,6 +53,7 @@ def _config_file(mode: str):
         keys.update(policy={"type": "policy", "*": None}, policy_config="policy_config")
     else:
         keys.update(init="init", guidance="guidance", vae="vae", normalizer="normalizer", adapter="adapter",
+                    anchor_weight="anchor_weight", normalizer_stats=None,  # the statistics --normalizer named
                     guidance_config={name: name for name, _ in GUIDANCE_DEFAULTS},
                     lora={"rank": "lora_rank", "alpha": "lora_alpha",
                           **dict.fromkeys(("layers", "trainable_params", "total_params"))},
@@ -61,7 +62,7 @@ def _config_file(mode: str):
 
 
 def register(sub) -> None:
-    from ate.cli._fields import GUIDANCE, GUIDANCE_NOTE, INT_GE1
+    from ate.cli._fields import ANCHOR_HELP, FINITE_NONNEG, GUIDANCE, GUIDANCE_NOTE, INT_GE1
     from ate.cli._options import add_config_option, add_dataclass_options, add_field_option, number
     from ate.policies.train import TrainConfig
 
@@ -100,6 +101,7 @@ def register(sub) -> None:
     f.add_argument("--lora-rank", type=INT_GE1, default=8, help="LoRA rank r (default: %(default)s)")
     f.add_argument("--lora-alpha", type=number(float, lo=0, lo_open=True, none=True), default=None,
                    help="LoRA scale numerator (scale alpha / r; default 2r)")
+    f.add_argument("--anchor-weight", type=FINITE_NONNEG, default=0.0, help=ANCHOR_HELP + " (default: %(default)s)")
     f.add_argument("--normalizer", default=None,
                    help="target action stats from a VAE dir / policy dir / Normalizer JSON (give both arms the same)")
     _data_opts(f)
@@ -196,7 +198,7 @@ def _finetune(args) -> int:
              clamp=args.clamp, sign=args.sign, encoder_mode=args.encoder_mode, reduction=args.reduction,
              t_cap=args.t_cap, noise_min=args.noise_min, noise_max=args.noise_max, strength=args.strength,
              latent_target=args.latent_target, normalizer=args.normalizer, adapter=args.adapter, lora_rank=args.lora_rank,
-             lora_alpha=args.lora_alpha, resume=args.resume, state_key=args.state_key,
+             lora_alpha=args.lora_alpha, anchor_weight=args.anchor_weight, resume=args.resume, state_key=args.state_key,
              action_key=args.action_key, **_train_kw(args))
     _written(args.out)
     return 0

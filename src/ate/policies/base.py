@@ -1,5 +1,6 @@
 """Common base of the reference policies: config dataclass, robot/task bookkeeping, the normalisers the
-policy holds, the (optionally guided) training loss, timed inference and safetensors save / load.
+policy holds, the training loss (optionally guided and / or anchored to a frozen reference), timed inference
+and safetensors save / load.
 
 A policy lives in one *policy action space* of `config.action_dim` dims: the robot's own action dims are
 written at `RobotSpec.action_index` (zero-padded dims for DP / pi0, named unified slots for RDT) and a
@@ -257,13 +258,14 @@ class Policy(nn.Module):
         noise["noise"] = noise["noise"] * batch["action_mask"][:, None, :].to(noise["noise"].dtype)
         return self.denoise_view(batch, noise)
 
-    def forward(self, batch, guidance=None, generator=None, guidance_generator=None, noise=None, shard=None):
+    def forward(self, batch, guidance=None, generator=None, guidance_generator=None, noise=None, shard=None,
+                anchor=None):
         """= compute_loss; going through forward lets DistributedDataParallel synchronise gradients."""
-        return self.compute_loss(batch, guidance, generator, guidance_generator, noise, shard)
+        return self.compute_loss(batch, guidance, generator, guidance_generator, noise, shard, anchor)
 
     def compute_loss(self, batch: dict[str, torch.Tensor], guidance=None, generator: torch.Generator | None = None,
                      guidance_generator: torch.Generator | None = None, noise: dict[str, torch.Tensor] | None = None,
-                     shard=None):
+                     shard=None, anchor=None):
         """Training loss on one batch (see module docstring for keys). Returns (loss, diag).
 
         guidance: None for plain training, or an `ate.steer.LatentGuidance` built by `make_guidance`;
@@ -271,6 +273,9 @@ class Policy(nn.Module):
         `generator` (or are given as `noise`, see `draw_noise`), so the same seed draws the same noise with
         or without guidance; the guidance's ξ comes from `guidance_generator` (an independent stream).
         shard: an `ate.steer.BatchShard` when this batch is one process's slice of a global batch.
+        anchor: None, or an `ate.steer.PolicyAnchor`: β·masked MSE to the frozen reference policy's prediction on
+            the same noise draw is added to the plain or guided loss (diag `anchor_loss`; None: the loss is
+            exactly the one without the argument).
         """
         from ate.steer import masked_mse
 
@@ -281,12 +286,17 @@ class Policy(nn.Module):
         pred, target = f32(view["pred"]), f32(view["target"])
         if guidance is None:
             loss = masked_mse(pred, target, batch["action_mask"], batch["is_pad"])
-            return loss, {"loss": float(loss.detach())}
-        loss, diag = guidance.guided_loss(
-            pred, target, f32(view["x_t"]), f32(view["a0"]), view["t"],
-            dim_mask=batch["action_mask"], pad_mask=batch["is_pad"], generator=guidance_generator, shard=shard,
-        )
-        diag = {k: float(v) for k, v in diag.items()}
+            diag = {}
+        else:
+            loss, diag = guidance.guided_loss(
+                pred, target, f32(view["x_t"]), f32(view["a0"]), view["t"],
+                dim_mask=batch["action_mask"], pad_mask=batch["is_pad"], generator=guidance_generator, shard=shard,
+            )
+            diag = {k: float(v) for k, v in diag.items()}
+        if anchor is not None:  # the same noise dict: the reference sees exactly this x_t, t and observation
+            term, anchor_diag = anchor.term(pred, view["x_t"], batch, noise)
+            loss = loss + term
+            diag.update(anchor_diag)
         diag["loss"] = float(loss.detach())
         return loss, diag
 

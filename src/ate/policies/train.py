@@ -4,10 +4,12 @@
     pretrain(["demos/panda", "demos/iiwa"], "runs/pre", policy="dp", steps=2000)
     finetune("demos/ur5e", "runs/sft", init="runs/pre", guidance="off", steps=500)
     finetune("demos/ur5e", "runs/ate", init="runs/pre", guidance="ate", vae="runs/vae_adapt", scale=2.0, steps=500)
+    finetune("demos/ur5e", "runs/anchor", init="runs/pre", anchor_weight=1.0, steps=500)  # ate.steer.PolicyAnchor
 
 Both arms of a fine-tuning comparison are identical for a given seed except for the guidance term:
 the batch indices come from one generator ("data"), the policy's noise and times from another ("noise"),
-and the guidance's ξ from a third ("guidance"), so switching ATE on changes no other random draw.
+and the guidance's ξ from a third ("guidance"), so switching ATE on changes no other random draw. The anchor to the
+frozen pretrained policy (`anchor_weight`) draws nothing: its reference sees the very noise the policy sees.
 
 Devices: `device="auto"` trains on CUDA when present (else CPU); "cpu" / "cuda" force one. Data, noise and
 the guidance's ξ are drawn on the CPU from seeded generators and moved, so a run's random draws do not
@@ -16,7 +18,7 @@ depend on the device.
 Multi-process (accelerate / torchrun; gloo on CPU, nccl on GPUs): `batch_size` is the *global* batch; every
 rank draws the same global indices, noise and guidance ξ and takes its slice; the guidance's batch mean and
 the loss's mean over valid elements are taken over the global batch. N processes therefore follow the
-single-process run up to float summation order, with or without guidance and padding.
+single-process run up to float summation order, with or without guidance, anchor and padding.
 
 Run directory:
     train_config.json (the run's options, data and resolved budget; rewritten at every (re)start, and read back by
@@ -208,7 +210,9 @@ _FREE_ON_RESUME = {"steps", "epochs", "min_steps", "max_steps", "progress", "log
 # (the normalizer by its statistics, not by the file they were read from: another file of the same numbers
 # resumes, e.g. a run started on a VAE's stats continued from the target's action_space.json)
 _RUN_KEYS = ("mode", "init", "data", "state_key", "action_key", "guidance", "vae", "guidance_config",
-             "normalizer_stats", "adapter", "lora")
+             "normalizer_stats", "adapter", "lora", "anchor_weight")
+# the value a run key had in runs written before the key existed (what those runs trained with)
+_RUN_KEY_BEFORE = {"anchor_weight": 0.0}
 
 
 def _check_resume(out: Path, cfg: TrainConfig, run_info: dict) -> None:
@@ -220,7 +224,10 @@ def _check_resume(out: Path, cfg: TrainConfig, run_info: dict) -> None:
     now = json.loads(json.dumps({"train": dataclasses.asdict(cfg), **run_info}))  # the form saved
     diffs = [(k, saved.get("train", {}).get(k), v) for k, v in now["train"].items()
              if k not in _FREE_ON_RESUME and saved.get("train", {}).get(k) != v]
-    diffs += [(k, saved.get(k), now.get(k)) for k in _RUN_KEYS if k in saved and saved.get(k) != now.get(k)]
+    for k in _RUN_KEYS:
+        old = saved.get(k, _RUN_KEY_BEFORE.get(k))
+        if (k in saved or (k in now and k in _RUN_KEY_BEFORE)) and old != now.get(k):
+            diffs.append((k, old, now.get(k)))
     # statistics are long lists: name the files they came from instead
     diffs = [("normalizer", f"{saved.get('normalizer')}: other statistics", now.get("normalizer"))
              if k == "normalizer_stats" else (k, old, new) for k, old, new in diffs]
@@ -232,9 +239,12 @@ def _check_resume(out: Path, cfg: TrainConfig, run_info: dict) -> None:
 
 @process_group_scope()  # its process group ends after the export, with every rank
 def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=None, run_info: dict | None = None,
-               resume: bool = False):
+               resume: bool = False, anchor=None):
     """Train `policy` on `dataset` (a PolicyDataset) and write the run directory. Returns the unwrapped policy
-    holding the EMA weights (the ones saved in `out_dir/pretrained_model`)."""
+    holding the EMA weights (the ones saved in `out_dir/pretrained_model`).
+
+    guidance: an `ate.steer.LatentGuidance` or None. anchor: an `ate.steer.PolicyAnchor` (its frozen reference
+    moves to the training device and the weights' dtype; it is never optimised, saved or averaged) or None."""
     from tqdm.auto import tqdm
 
     from ate.checkpoint import write_json_atomic
@@ -259,6 +269,8 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
     policy.to(acc.device)
     if guidance is not None:
         guidance.encoder.to(acc.device)
+    if anchor is not None:
+        anchor.to(acc.device, next(policy.parameters()).dtype)
 
     gens = {name: torch.Generator().manual_seed(cfg.seed + i) for i, name in enumerate(("data", "noise", "guidance"))}
     decay, no_decay = [], []
@@ -301,12 +313,14 @@ def train_loop(policy, dataset, out_dir: str | Path, cfg: TrainConfig, guidance=
         batch = {k: _to(v, acc.device, dtype) for k, v in dataset.get_batch(idx[local]).items()}
         noise = {k: _to(v[local], acc.device, dtype) for k, v in noise.items()}
         with autocast:
-            loss, diag = model(batch, guidance, guidance_generator=gens["guidance"], noise=noise, shard=shard)
+            loss, diag = model(batch, guidance, guidance_generator=gens["guidance"], noise=noise, shard=shard,
+                               anchor=anchor)
         if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"non-finite loss at step {step}: {diag}")
         if world > 1:
-            # each rank's loss is a mean over its own valid elements; weigh it by its share of the global count
-            # (times world, since DDP averages the gradients) so the update is that of the global mean
+            # each rank's loss is a mean over its own valid elements (the anchor term too: same masks); weigh it by
+            # its share of the global count (times world, since DDP averages the gradients) so the update is that
+            # of the global mean
             n_local = _valid_elements(batch)
             n_global = acc.reduce(n_local.clone(), reduction="sum")
             loss = loss * rank_share(n_local, n_global, world).to(loss.dtype)
@@ -392,8 +406,10 @@ def finetune(data, out_dir: str | Path, init: str | Path, guidance: str = "off",
              reduction: str = "reference", t_cap: float | None = None, noise_min: float = 0.0,
              noise_max: float = 1.0, strength: str = "absolute", latent_target: str = "clean",
              normalizer: str | Path | None = None, adapter: str = "full", lora_rank: int = 8, lora_alpha: float | None = None,
-             resume: bool = False, state_key: str = "observations/state", action_key: str = "action", **train_kw):
-    """Fine-tune a pretrained policy on target data, plain (`guidance="off"`) or with ATE (`"ate"`).
+             anchor_weight: float = 0.0, resume: bool = False, state_key: str = "observations/state",
+             action_key: str = "action", **train_kw):
+    """Fine-tune a pretrained policy on target data, plain (`guidance="off"`) or with ATE (`"ate"`), optionally
+    anchored to the frozen pretrained policy (`anchor_weight`).
 
     Args:
         data: target dataset path(s); one robot (the robot the VAE encodes when guidance="ate").
@@ -409,6 +425,11 @@ def finetune(data, out_dir: str | Path, init: str | Path, guidance: str = "off",
         adapter: "full" (every weight trains) or "lora" (peft LoRA adapters of rank `lora_rank`, scale
             `lora_alpha` / rank, default alpha 2·rank, on every Linear / Conv1d; merged into the saved model).
             Combines with either guidance.
+        anchor_weight: β >= 0 of the anchor term (`ate.steer.PolicyAnchor`): β·masked MSE between the policy's
+            training prediction and the frozen `init` policy's on the same x_t, t and observation is added to the
+            loss (plain or guided), a low-data regulariser that keeps the source policy's knowledge. The reference
+            is `init` as loaded (before any LoRA adapter; re-loaded from `init` on resume). 0 (default): no
+            reference is built and the run is exactly the one without the option.
         resume: continue from `out_dir/checkpoints/last`.
         **train_kw: TrainConfig fields.
     Returns:
@@ -422,12 +443,16 @@ def finetune(data, out_dir: str | Path, init: str | Path, guidance: str = "off",
         raise ValueError(f"guidance must be 'off' or 'ate', got {guidance!r}")
     if adapter not in ("full", "lora"):
         raise ValueError(f"adapter must be 'full' or 'lora', got {adapter!r}")
+    from ate.steer import check_anchor_weight
+
+    anchor_weight = check_anchor_weight(anchor_weight)
     cfg = _train_config(**train_kw)
     torch.manual_seed(cfg.seed)
     sources = load_sources(data, action_key=action_key, state_key=state_key)
     robots = list(dict.fromkeys(s.robot for s in sources))
     last = Path(out_dir) / "checkpoints" / "last"
-    model = load_policy(last.resolve() / "pretrained_model" if resume and last.exists() else init)
+    resuming = resume and last.exists()
+    model = load_policy(last.resolve() / "pretrained_model" if resuming else init)
     norms = {r: load_normalizer(normalizer, r) for r in robots} if normalizer is not None else None
     prepare_policy(model, sources, action_normalizers=norms)
     model.config.default_robot = robots[0]
@@ -451,6 +476,11 @@ def finetune(data, out_dir: str | Path, init: str | Path, guidance: str = "off",
                               latent_target=latent_target)
         guide = model.make_guidance(bundle.vae, gcfg, robots[0], prior=getattr(bundle, "prior", None))
     ds = PolicyDataset(model, sources, pad=cfg.pad)
+    anchor = None
+    if anchor_weight > 0:  # the init weights, before LoRA; a resumed model holds trained weights: read init again
+        from ate.steer import PolicyAnchor
+
+        anchor = PolicyAnchor(load_policy(init) if resuming else copy.deepcopy(model), anchor_weight)
     lora = None
     if adapter == "lora":
         from ate.policies.lora import add_lora
@@ -459,9 +489,10 @@ def finetune(data, out_dir: str | Path, init: str | Path, guidance: str = "off",
         logger.info("LoRA: rank %d, alpha %g on %d layers: %d of %d parameters train", lora["rank"], lora["alpha"],
                     lora["layers"], lora["trainable_params"], lora["total_params"])
     info = {"mode": "finetune", "init": str(init), "guidance": guidance, "adapter": adapter, "lora": lora,
+            "anchor_weight": anchor_weight,
             "vae": str(vae) if vae is not None else None,
             "guidance_config": gcfg.to_dict() if gcfg else None, "normalizer": str(normalizer) if normalizer else None,
             "normalizer_stats": {r: n.to_dict() for r, n in norms.items()} if norms else None,
             "data": [str(d) for d in ([data] if isinstance(data, (str, Path)) else data)],
             "state_key": state_key, "action_key": action_key, "out": str(out_dir)}
-    return train_loop(model, ds, out_dir, cfg, guidance=guide, run_info=info, resume=resume)
+    return train_loop(model, ds, out_dir, cfg, guidance=guide, run_info=info, resume=resume, anchor=anchor)
