@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} MUJOCO_GL=${MUJOCO_GL:-egl}
-python -m pytest -q --timeout=900 "$@"
+python -m pytest -q --timeout=900 --durations=15 "$@"  # the slowest tests, to keep the suite fast

@@ -105,7 +105,7 @@ def test_cli_options_override_preset_only_where_given():
                          "--anchor-weight", "0.25"])
     cfg = config_from_args(args)
     assert cfg.seeds == [0, 1, 2] and cfg.clamp is None and cfg.sign == "flipped" and cfg.scale == 3.0
-    assert cfg.anchor_weight == 0.25 and BenchConfig.from_preset("robosuite", "quick").anchor_weight == 1.0
+    assert cfg.anchor_weight == 0.25 and BenchConfig.from_preset("robosuite", "quick").anchor_weight == 0.3
     assert cfg.policy_config == {"horizon": 8} and cfg.progress is False and cfg.target_robot == "IIWA"
     q = BenchConfig.from_preset("robosuite", "quick")
     assert cfg.pretrain_steps == q.pretrain_steps and cfg.out_dir == "runs/bench/robosuite-quick"

@@ -317,3 +317,20 @@ def test_sweep_choice_skips_alignment_ablations():
              "guidance": {**g, "sign": "flipped"}}]
     c = choose(rows, "s/", "validation seeds")
     assert c["variant"] == "flip" and [x["variant"] for x in c["candidates"]] == ["flip"]
+
+
+def test_the_default_anchor_weight_is_the_best_beta_of_the_committed_validation_sweep():
+    """BenchConfig.anchor_weight follows the evidence: the β whose anchor arm has the largest mean paired difference
+    to SFT over the numbers of demos it ran (the sweep's choice rule), on validation seeds."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "steer" / "pi0" / "anchor"
+    score = {}
+    for run in sorted(root.glob("b*/results.json")):
+        res = json.loads(run.read_text())
+        assert res["config"]["eval_seed_start"] >= regime.VALIDATION_SEED_START and res["config"]["arms"] == ["sft", "anchor"]
+        diffs = [c["diff"] for c in res["comparisons"] if (c["a"], c["b"], c["task"]) == ("anchor", "sft", "all")
+                 and c["step"] == res["config"]["finetune_steps"]]
+        assert len(diffs) == len(res["config"]["n_target_demos"])
+        score[res["config"]["anchor_weight"]] = sum(diffs) / len(diffs)
+    assert len(score) == 5 and BenchConfig().anchor_weight == max(score, key=score.get) == 0.3
