@@ -38,3 +38,14 @@ class StandInVAE:
         self.config = self.vae.config
         self.normalizer = normalizer
         self.chunk = {"horizon": horizon, "pad": "repeat"}
+
+
+def as_if_died_after(run: Path, step: int, final: int) -> None:
+    """Make a finished training run look as if it died right after its checkpoint at `step`: drop the
+    checkpoint of step `final` and point `last` at `step`'s."""
+    import shutil
+
+    ck = Path(run) / "checkpoints"
+    shutil.rmtree(ck / f"{final:06d}")
+    (ck / "last").unlink()
+    (ck / "last").symlink_to(f"{step:06d}")

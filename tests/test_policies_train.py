@@ -11,7 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_policies_helpers import StandInVAE, write_demos  # noqa: E402
+from test_policies_helpers import StandInVAE, as_if_died_after, write_demos  # noqa: E402
 
 from ate.data import load_episodes  # noqa: E402
 from ate.errors import ShapeMismatchError  # noqa: E402
@@ -100,12 +100,7 @@ def test_resume_equals_uninterrupted(demos, tmp_path):
     kw = dict(policy="pi0", policy_config=cfg, steps=12, save_every=6, **{**FAST, "log_every": 1})
     full = pretrain(demos["src"], tmp_path / "full", **kw)
     pretrain(demos["src"], tmp_path / "cut", **kw)
-    ck = tmp_path / "cut" / "checkpoints"
-    import shutil
-
-    shutil.rmtree(ck / "000012")
-    (ck / "last").unlink()
-    (ck / "last").symlink_to("000006")  # as if the run had died after step 6
+    as_if_died_after(tmp_path / "cut", 6, 12)
     resumed = pretrain(demos["src"], tmp_path / "cut", resume=True, **kw)
     a, b = full.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

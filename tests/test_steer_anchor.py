@@ -15,7 +15,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_policies_helpers import StandInVAE, write_demos  # noqa: E402
+from test_policies_helpers import StandInVAE, as_if_died_after, write_demos  # noqa: E402
 
 import ate.steer  # noqa: E402
 from ate.data import Normalizer  # noqa: E402
@@ -272,15 +272,10 @@ def test_a_large_weight_keeps_the_policy_near_the_reference(setup, tmp_path):
 
 
 def test_resume_reloads_the_reference_from_init_and_refuses_another_weight(setup, tmp_path):
-    import shutil
-
     kw = dict(init=setup["init"], steps=8, save_every=4, anchor_weight=1.0, **FAST)
     full = finetune(setup["tgt"], tmp_path / "full", **kw)
     finetune(setup["tgt"], tmp_path / "cut", **kw)
-    ck = tmp_path / "cut" / "checkpoints"
-    shutil.rmtree(ck / "000008")
-    (ck / "last").unlink()
-    (ck / "last").symlink_to("000004")  # as if the run had died after step 4
+    as_if_died_after(tmp_path / "cut", 4, 8)
     resumed = finetune(setup["tgt"], tmp_path / "cut", resume=True, **kw)
     a, b = full.state_dict(), resumed.state_dict()
     # the resumed run anchors to init again (not to the checkpoint it resumed from): the very same run
