@@ -146,6 +146,17 @@ def test_an_arm_outside_report_arms_follows_them(tmp_path, single_torch_thread):
     assert list(dp["arms"]) == [*regime.REPORT_ARMS, "anchor"]
     assert dp["arms"]["anchor"]["5"]["mean"] == 55.0 and dp["arms"]["anchor"]["5"]["delta_vs_sft"]["mean"] == 10.0
     assert "anchor" not in dp["guidance_profile"]  # no latent guidance, no profile
+    # issue 11's steer summary carries it beside the chosen variant, with its β; a run of SFT + anchor only has
+    # no chosen latent-guidance variant but keeps its anchor row
+    steer = regime.steer_summary(s, _paper_choice)["suites"]["metaworld"]["dp"]
+    assert steer["anchor"] == {"weight": 1.0, "5": {"sft": 45.0, "anchor": 55.0, "delta": 10.0,
+                                                    "ci": dp["arms"]["anchor"]["5"]["delta_vs_sft"]["ci"]}}
+    assert steer["5"]["delta"] == 10.0 and steer["chosen"]["variant"] == "paper"
+    _write_run(tmp_path / "only", demos=(5,), arms=("sft", "anchor"), anchor_weight=0.3)
+    only = regime.steer_summary(regime.summarize([tmp_path / "only"], None), _paper_choice)
+    assert only["chosen"] == "" and set(only["suites"]["metaworld"]["dp"]) == {
+        "anchor", "split", "seeds", "episodes", "headline_episodes"}
+    assert only["suites"]["metaworld"]["dp"]["anchor"]["weight"] == 0.3
     paths = regime.write_report(s, tmp_path / "out")
     assert "| anchor | 55.0" in (tmp_path / "out" / "report.md").read_text()
     assert paths["delta_vs_sft"].stat().st_size > 5000

@@ -15,7 +15,8 @@ Reads each run's results.json (`ate.bench.results/1`) and writes into `--out`:
            "arms" {arm: {demos: {"mean", "ci", "delta_vs_sft" {"mean", "ci"} (paired; not for sft)}}},
            "guidance_profile" {arm: {"levels", "noise_level", "rel_strength" (mean over (demos, seed)),
                                      "rel_strength_min", "rel_strength_max", "frac_clamped", "profiles"}},
-           "runs" [{"dir", "command", "machine", "config" (its guidance fields), "arms", "steer_choice" (the record of
+           "runs" [{"dir", "command", "machine", "config" (its guidance fields), "arms", "anchor_weight" (β of its anchor
+                    arm, null without one), "steer_choice" (the record of
                     the choice its `ate` arm used, `ate.bench.choice`; null before runs recorded it),
                     "total_wall_s", "n_target_demos", "created"}]}}}}
 
@@ -190,6 +191,7 @@ def family_summary(runs: list[dict]) -> dict[str, Any]:
                       k: r["config"].get(k) for k in ("scale", "sign", "clamp", "reduction", "encoder_mode", "strength",
                                                       "noise_min", "noise_max", "latent_target", "t_cap")},
                   "arms": config_arms(r["config"]),
+                  "anchor_weight": r["config"].get("anchor_weight") if "anchor" in config_arms(r["config"]) else None,
                   "steer_choice": r["config"].get("steer_choice"),  # None in runs recorded before the record
                   "total_wall_s": r.get("total_wall_s"), "n_target_demos": r["config"]["n_target_demos"],
                   "created": r.get("created")} for r in runs],
@@ -360,6 +362,8 @@ def steer_summary(summary: dict, choices=None) -> dict[str, Any]:
     runs recorded before that, the committed choice their guidance fields are (the family's own, else dp's).
     Every run of a family must have used one choice for its `ate` arm (else one-line ConfigError), so another
     variant is never reported as the chosen one. The top-level "chosen" lists the labels ("suite/family: ...").
+    A family whose runs have the `anchor` arm also gets "anchor" ({"weight": β, demos: {"sft", "anchor", "delta",
+    "ci"}}): the anchor to the frozen pretrained policy against the same SFT (a family may have only that).
 
     choices: family -> its committed choice (default `ate.bench.steer_choice`; read only for runs without a record).
     """
@@ -371,6 +375,11 @@ def steer_summary(summary: dict, choices=None) -> dict[str, Any]:
     labels = []
     for suite, fams in summary["suites"].items():
         for family, e in fams.items():
+            anchor = _anchor_cells(e) if e else {}
+            if anchor:  # the anchor arm, a variant beyond the latent guidance, beside the chosen one
+                suites.setdefault(suite, {})[family] = {"anchor": anchor, "split": e["split"], "seeds": e["seeds"],
+                                                        "episodes": e["episodes"],
+                                                        "headline_episodes": e.get("headline_episodes")}
             if not e or not e["arms"].get("ate_best"):
                 continue
             found = [(_run_choice(run, family, choices), run["dir"]) for run in e.get("runs", [])
@@ -396,8 +405,22 @@ def steer_summary(summary: dict, choices=None) -> dict[str, Any]:
                     hows = sorted({how for (_, how), _ in found})
                     chosen = {"label": choice_label(rec), **rec, "how": " and ".join(hows)}
                     labels.append(f"{suite}/{family}: {chosen['label']}")
-                suites.setdefault(suite, {})[family] = {**cells, "split": e["split"], "seeds": e["seeds"],
-                                                        "episodes": e["episodes"],
-                                                        "headline_episodes": e.get("headline_episodes"),
-                                                        "chosen": chosen}
+                suites.setdefault(suite, {}).setdefault(family, {}).update(
+                    {**cells, "split": e["split"], "seeds": e["seeds"], "episodes": e["episodes"],
+                     "headline_episodes": e.get("headline_episodes"), "chosen": chosen})
     return {"schema": STEER_SCHEMA, "chosen": "; ".join(labels), "suites": suites}
+
+
+def _anchor_cells(entry: dict) -> dict[str, Any]:
+    """The anchor arm against SFT per demos ({"weight": β, demos: {"sft", "anchor", "delta", "ci"}}), {} without
+    one. β is the one weight of the merged runs' anchor arms (`_check_mergeable` refuses two)."""
+    cells = {}
+    for n, c in entry["arms"].get("anchor", {}).items():
+        sft = entry["arms"]["sft"].get(n)
+        if sft is not None and "delta_vs_sft" in c:
+            cells[n] = {"sft": sft["mean"], "anchor": c["mean"], "delta": c["delta_vs_sft"]["mean"],
+                        "ci": c["delta_vs_sft"]["ci"]}
+    if not cells:
+        return {}
+    weights = [r["anchor_weight"] for r in entry.get("runs", []) if "anchor" in r.get("arms", ())]
+    return {"weight": weights[0] if weights else None, **cells}
