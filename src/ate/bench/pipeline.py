@@ -103,7 +103,8 @@ class BenchConfig:
         anchor_weight: β >= 0 of the `anchor` arm (`ate.policies.train.finetune(anchor_weight=)`): SFT's loss plus
             β·masked MSE to the frozen pretrained policy's prediction on the same x_t, t and observation. Default 0.3:
             the best of 0.03 / 0.1 / 0.3 / 1 / 3 on pi0's MetaWorld validation seeds (benchmarks/results/steer/pi0/
-            anchor; β >= 1 collapses there). Only the anchor arm reads it (and only its cache key holds it).
+            anchor; β >= 1 collapses there); on test seeds it did not beat SFT (-1.7 at 5 demos, -20.3 at 25: that
+            folder's test/). Only the anchor arm reads it (and only its cache key holds it).
         seeds: fine-tuning seeds (each trains every arm once); pretrain_seed: the one pretrained checkpoint
             all arms start from.
         arms: subset of ARMS (see the module docstring, stage 6), trained at every number of target demos.
