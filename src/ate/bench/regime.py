@@ -375,12 +375,14 @@ def steer_summary(summary: dict, choices=None) -> dict[str, Any]:
     labels = []
     for suite, fams in summary["suites"].items():
         for family, e in fams.items():
-            anchor = _anchor_cells(e) if e else {}
+            if not e:
+                continue
+            common = {"split": e["split"], "seeds": e["seeds"], "episodes": e["episodes"],
+                      "headline_episodes": e.get("headline_episodes")}
+            anchor = _anchor_cells(e)
             if anchor:  # the anchor arm, a variant beyond the latent guidance, beside the chosen one
-                suites.setdefault(suite, {})[family] = {"anchor": anchor, "split": e["split"], "seeds": e["seeds"],
-                                                        "episodes": e["episodes"],
-                                                        "headline_episodes": e.get("headline_episodes")}
-            if not e or not e["arms"].get("ate_best"):
+                suites.setdefault(suite, {})[family] = {"anchor": anchor, **common}
+            if not e["arms"].get("ate_best"):
                 continue
             found = [(_run_choice(run, family, choices), run["dir"]) for run in e.get("runs", [])
                      if "ate" in run.get("arms", ["ate"])]  # a run without the arm chose nothing
@@ -405,9 +407,7 @@ def steer_summary(summary: dict, choices=None) -> dict[str, Any]:
                     hows = sorted({how for (_, how), _ in found})
                     chosen = {"label": choice_label(rec), **rec, "how": " and ".join(hows)}
                     labels.append(f"{suite}/{family}: {chosen['label']}")
-                suites.setdefault(suite, {}).setdefault(family, {}).update(
-                    {**cells, "split": e["split"], "seeds": e["seeds"], "episodes": e["episodes"],
-                     "headline_episodes": e.get("headline_episodes"), "chosen": chosen})
+                suites.setdefault(suite, {}).setdefault(family, {}).update({**cells, **common, "chosen": chosen})
     return {"schema": STEER_SCHEMA, "chosen": "; ".join(labels), "suites": suites}
 
 
