@@ -44,6 +44,20 @@ def test_bootstrap_carries_seed_variance():
     assert (ci_d[1] - ci_d[0]) > 2 * (ci_a[1] - ci_a[0])
 
 
+def test_bootstrap_resamples_placements_shared_by_the_seeds():
+    # three training seeds that agree episode by episode: the placement alone decides success, so the seeds add no
+    # information and the interval must be the one of a single seed. 2 tasks x 100 episodes at p = 0.5: sd of the
+    # mean = sqrt(0.25 / 200) = 0.035, 95 % width ~ 2 * 1.96 * 0.035 = 0.139. Tolerance 15 %: the percentile width
+    # of 2000 resamples has a Monte-Carlo sd of ~2 %, and each end moves in steps of 1 / 200 = 0.005 (~4 % of the
+    # width). Resampling episodes per (seed, task) cell instead would give 1 / sqrt(3) of it (0.58): far outside.
+    rng = np.random.default_rng(1)
+    one = (rng.permutation(200) < 100).astype(float).reshape(1, 2, 100)
+    lo1, hi1 = bootstrap_mean(one)[1]
+    lo3, hi3 = bootstrap_mean(np.repeat(one, 3, axis=0))[1]
+    assert 0.85 < (hi3 - lo3) / (hi1 - lo1) < 1.15
+    assert 0.85 < (hi3 - lo3) / (2 * 1.96 * np.sqrt(0.25 / 200)) < 1.15
+
+
 def test_stage_cache_skips_reruns_and_invalidates(tmp_path):
     calls = []
     out = tmp_path / "out"

@@ -345,3 +345,24 @@ def test_the_default_anchor_weight_is_the_best_beta_of_the_committed_validation_
         assert len(diffs) == len(res["config"]["n_target_demos"])
         score[res["config"]["anchor_weight"]] = sum(diffs) / len(diffs)
     assert len(score) == 5 and BenchConfig().anchor_weight == max(score, key=score.get) == 0.3
+
+
+def test_ci_recheck_recomputes_each_comparison_from_the_stored_episodes(tmp_path, capsys):
+    """`python -m ate.bench.ci_recheck`: a run written with the current bootstrap gets back its own intervals (same
+    episodes, same resampling), one row per arm and demos; the recorded ones are read from the file untouched."""
+    from ate.bench import ci_recheck
+
+    res = _write_run(tmp_path / "run", demos=(1, 5), arms=("sft", "ate", "anchor"), seed_start=100_000)
+    rows = ci_recheck.recheck(tmp_path / "run")
+    assert [(r["arm"], r["n_demos"]) for r in rows] == [("ate", 1), ("anchor", 1), ("ate", 5), ("anchor", 5)]
+    recorded = {(c["a"], c["n_demos"]): c for c in res["comparisons"] if c["task"] == "all" and c["b"] == "sft"}
+    for r in rows:
+        c = recorded[(r["arm"], r["n_demos"])]
+        assert r["ci_now"] == r["ci_recorded"] == [round(100 * v, 1) for v in c["ci95"]]
+        assert (r["diff"], r["split"], r["family"]) == (10.0, "test", "dp")
+    assert ci_recheck.main([str(tmp_path / "run"), "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "ci_recheck.md").read_text()
+    assert md.count("| contains 0 |") + md.count("| above 0 |") == 4 and "**" not in md  # no verdict changed
+    assert json.loads((tmp_path / "out" / "ci_recheck.json").read_text())["rows"] == json.loads(json.dumps(rows))
+    with pytest.raises(SystemExit, match=r"error: .*nowhere: no results.json"):
+        ci_recheck.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])

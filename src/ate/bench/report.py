@@ -21,11 +21,14 @@ results.json schema (`"schema": "ate.bench.results/1"`):
                           final weights {levels, noise_level, t, rel_strength, frac_clamped, guidance_norm, rows};
                           absent in runs made before it existed
 
-Intervals (`ci_method`): 95 % percentile bootstrap, 2000 resamples, hierarchical: resample the training
-seeds with replacement, then the evaluation episodes of each (seed, task) cell with replacement. This
-carries both the training-seed and the episode variance (with one seed it is an episode bootstrap). Arm
-differences are paired: both arms use the same resampled seeds and evaluation episodes (every arm is
-evaluated on the same evaluation seeds). Per-cell `wilson95` is the Wilson score interval of one cell.
+Intervals (`ci_method`): 95 % percentile bootstrap, 2000 resamples, over training seeds and evaluation episodes
+as crossed factors: resample the training seeds with replacement and, per task, the evaluation episodes with
+replacement, one draw of episodes shared by every resampled seed (episode j is the same placement for every seed
+and arm). This carries the training-seed variance and the placement variance (with one seed it is an episode
+bootstrap). Arm differences are paired: both arms use the same resampled seeds and evaluation episodes (every arm
+is evaluated on the same evaluation seeds). Per-cell `wilson95` is the Wilson score interval of one cell. Runs
+written before 2026-12-07 say "hierarchical ... within each (seed, task)" in their `ci_method`: their episodes were
+resampled per (seed, task) cell, which gives narrower intervals (`ate.bench.ci_recheck` recomputes them).
 """
 
 from __future__ import annotations
@@ -40,9 +43,9 @@ from typing import Any
 
 import numpy as np
 
-CI_METHOD = ("95% percentile bootstrap (2000 resamples, rng seed 0), hierarchical over training seeds then "
-             "evaluation episodes within each (seed, task); arm differences paired on seeds and evaluation episodes. "
-             "Per-cell wilson95: Wilson score interval.")
+CI_METHOD = ("95% percentile bootstrap (2000 resamples, rng seed 0) over training seeds and evaluation episodes as "
+             "crossed factors (one draw of episodes per task, shared by every resampled seed); arm differences paired "
+             "on seeds and evaluation episodes. Per-cell wilson95: Wilson score interval.")
 N_BOOT = 2000
 
 
@@ -67,17 +70,23 @@ def machine_info() -> dict[str, Any]:
 
 
 def bootstrap_mean(x: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, list[float]]:
-    """Mean of x (S seeds, T tasks, E episodes) and its hierarchical 95 % bootstrap interval.
+    """Mean of x (S seeds, T tasks, E episodes) and its 95 % bootstrap interval over seeds and episodes.
 
-    Resamples seeds (axis 0), then episodes (axis 2) within every (seed, task) cell. Works on paired
-    differences too (pass x_a - x_b)."""
+    Episode j of a task is the same evaluation seed (object and goal placement) for every training seed and arm
+    (`_cell_matrix` orders them so): seeds and episodes are crossed, not nested. So each resample draws the
+    training seeds (axis 0) and, per task, one set of episode indices (axis 2) that every drawn seed shares.
+    Resampling episodes independently within each (seed, task) cell would treat a placement seen by S seeds as
+    S independent ones and shrink the interval when the placement itself decides success (measured: the anchor's
+    paired difference at 5 demos swung from +15.8 on test episodes 0-19 to -13.3 on 20-49, the same way in every
+    seed; benchmarks/results/steer/pi0/anchor). Drawing both factors independently is the usual bootstrap for a
+    crossed design, slightly conservative. Works on paired differences too (pass x_a - x_b)."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 3 or 0 in x.shape:
         raise ValueError(f"bootstrap_mean needs a non-empty (seeds, tasks, episodes) array, got shape {x.shape}")
     s, t, e = x.shape
     rng = np.random.default_rng(seed)
     si = rng.integers(s, size=(n_boot, s))
-    ei = rng.integers(e, size=(n_boot, s, t, e))
+    ei = np.broadcast_to(rng.integers(e, size=(n_boot, 1, t, e)), (n_boot, s, t, e))  # shared by the seeds
     stats = np.take_along_axis(x[si], ei, axis=3).mean(axis=(1, 2, 3))
     lo, hi = np.percentile(stats, [2.5, 97.5])
     return float(x.mean()), [float(lo), float(hi)]
