@@ -166,7 +166,10 @@ def test_the_regime_runs_made_before_the_record_stay_the_same_config(tmp_path, f
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({**old, "out_dir": str(run)}))
-    new = BenchConfig.from_preset("metaworld", "regime", policy=family, out_dir=str(run))
+    # they played 50 placements per task at the headline point, the preset now plays 200 (a new evaluation, no
+    # re-training); with the old count given, every other setting is what the preset gives now
+    assert old["headline_eval_episodes"] == 50
+    new = BenchConfig.from_preset("metaworld", "regime", policy=family, out_dir=str(run), headline_eval_episodes=50)
     assert new.steer_choice["family"] == "dp" and "fallback_from" not in new.steer_choice
     then = BenchConfig(**{**old, "out_dir": str(run)})
     for arm in GUIDED_ARMS:  # the train-* and profile-* stages key on exactly this
@@ -192,6 +195,10 @@ def test_a_familys_own_choice_changes_only_the_arms_that_use_the_best_guidance(f
     assert changed == {"ate", "ate_unaligned"} & set(GUIDED_ARMS)
     assert new.guidance_kwargs("ate_paper") == then.guidance_kwargs("ate_paper") == PAPER_GUIDANCE
     same = {k for k in old if k not in PAPER_GUIDANCE and k not in _RUNTIME_ONLY}  # rdt's ran with --torch-threads 2
+    # the preset now plays 200 placements per task at the headline point (those runs: 50): continuing re-evaluates
+    # every arm there, it re-trains none (an evaluation stage's key holds its seeds, a training stage's does not)
+    assert (new.headline_eval_episodes, then.headline_eval_episodes) == (200, 50)
+    same.discard("headline_eval_episodes")
     assert {k: getattr(new, k) for k in same} == {k: getattr(then, k) for k in same}
 
 
