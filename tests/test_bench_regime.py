@@ -250,10 +250,12 @@ REGIME_EVIDENCE = {("metaworld", "dp"): "metaworld-dp-base-gate/d50-s30k",
                    ("metaworld", "pi0"): "metaworld-pi0-val/sft-lr1e-3",
                    ("metaworld", "rdt"): "metaworld-rdt-val/sft-lr1e-3",
                    ("robosuite", "rdt"): "robosuite-rdt-val/sft-lr1e-3",
-                   ("robosuite", "pi0"): "robosuite-pi0-val/sft-lr3e-3"}
+                   ("robosuite", "pi0"): "robosuite-pi0-val/sft-lr3e-3",
+                   ("robosuite", "dp"): "robosuite-dp-val/sft-lr3e-3"}
 # per (suite, family): the committed validation run of the LoRA LR the preset takes (dp's: the demos-curve run)
 LORA_EVIDENCE = {("metaworld", "pi0"): "metaworld-pi0-val/lora-lr3e-3", ("metaworld", "rdt"): "metaworld-rdt-val/lora-lr3e-3",
-                 ("robosuite", "rdt"): "robosuite-rdt-val/lora-lr3e-3", ("robosuite", "pi0"): "robosuite-pi0-val/lora-lr1e-2"}
+                 ("robosuite", "rdt"): "robosuite-rdt-val/lora-lr3e-3", ("robosuite", "pi0"): "robosuite-pi0-val/lora-lr1e-2",
+                 ("robosuite", "dp"): "robosuite-dp-val/lora-lr1e-2"}
 
 
 @pytest.mark.parametrize("suite,family", list(REGIME_EVIDENCE))
