@@ -16,9 +16,9 @@ import argparse
 import json
 from pathlib import Path
 
-from ate.bench.regime import VALIDATION_SEED_START, load_run
-from ate.errors import ConfigError
+from ate.bench.regime import load_run, split_of
 from ate.bench.report import _cell_matrix, bootstrap_mean
+from ate.errors import ConfigError
 
 
 def recheck(run_dir: str | Path) -> list[dict]:
@@ -36,7 +36,7 @@ def recheck(run_dir: str | Path) -> list[dict]:
             return _cell_matrix(ev, c["seeds"], tasks)
 
         diff, ci = bootstrap_mean(cells(c["a"]) - cells("sft"))
-        rows.append({"run": str(run_dir), "split": "validation" if cfg["eval_seed_start"] >= VALIDATION_SEED_START else "test",
+        rows.append({"run": str(run_dir), "split": split_of(cfg["eval_seed_start"]),
                      "suite": cfg["suite"], "family": res["_family"], "arm": c["a"], "n_demos": c["n_demos"],
                      "diff": round(100 * diff, 1), "ci_recorded": [round(100 * v, 1) for v in c["ci95"]],
                      "ci_now": [round(100 * v, 1) for v in ci], "ci_method_recorded": res.get("ci_method")})

@@ -59,6 +59,11 @@ BASE_GATE = 100 * _REPORT_BASE_GATE  # in percent here
 EVAL_SPEED_FILE = Path("benchmarks/results/eval-speed/results.json")
 
 
+def split_of(eval_seed_start: int) -> str:
+    """"validation" or "test": the project's convention for evaluation seed ranges."""
+    return "validation" if eval_seed_start >= VALIDATION_SEED_START else "test"
+
+
 def _pct(x: float | None) -> float | None:
     return None if x is None else round(100.0 * float(x), 1)
 
@@ -183,7 +188,7 @@ def family_summary(runs: list[dict]) -> dict[str, Any]:
         **_base(runs),
         "seeds": min(seeds) if seeds else None, "episodes": min(episodes) if episodes else None,
         "headline_demos": sorted(heads), "headline_episodes": min(head_eps) if head_eps else None,
-        "eval_seed_start": start, "split": "validation" if start >= VALIDATION_SEED_START else "test",
+        "eval_seed_start": start, "split": split_of(start),
         "sft_by_demos": {n: c["mean"] for n, c in arms["sft"].items()},
         "arms": arms,
         "guidance_profile": _profiles(runs),
