@@ -384,7 +384,9 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
         pretrain_lr=1e-3, target_tasks=["Lift", "Stack"], n_target_demos=[1, 3, 5, 10, 25], headline_demos=5,
         arms=["sft", "ate_paper", "ate"], headline_arms=["ate_unaligned", "lora", "scratch"],
         finetune_lr=1e-3, lora_lr=3e-3, finetune_epochs=32, finetune_min_steps=100, finetune_max_steps=2000,
-        finetune_steps=2000, stage1_steps=1500, stage2_steps=400, eval_episodes=20, headline_eval_episodes=50,
+        # 200 placements per task at the headline point, as on MetaWorld (~2 min per (arm, seed, task) here); the
+        # committed robosuite-pi0-test played 50
+        finetune_steps=2000, stage1_steps=1500, stage2_steps=400, eval_episodes=20, headline_eval_episodes=200,
         seeds=[0, 1, 2], source_eval_episodes=20, eval_seed_start=100_000),  # + the steer choice: STEER_CHOICE_PRESETS
     ("metaworld", "smoke"): dict(
         _METAWORLD_BASE, source_tasks=["reach-v3"], target_tasks=["drawer-open-v3"], n_source_demos=2,
@@ -412,7 +414,7 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
         finetune_lr=3e-3, lora_lr=3e-3, finetune_epochs=32, finetune_min_steps=100, finetune_max_steps=2000,
         # 200 placements per task at the headline point: blocks of 50 swung pi0's paired difference from +1.3 to
         # +10.7 (benchmarks/results/regime/metaworld-pi0-test-200); MetaWorld plays 200 in ~25 s per (arm, seed, task).
-        # The runs committed before this used 50. robosuite keeps 50 for now (about 4x slower per episode).
+        # The runs committed before this used 50.
         finetune_steps=2000, stage1_steps=1500, stage2_steps=400, eval_episodes=20, headline_eval_episodes=200,
         seeds=[0, 1, 2], source_eval_episodes=20, eval_seed_start=100_000),  # + the steer choice: STEER_CHOICE_PRESETS
 }
