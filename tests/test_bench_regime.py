@@ -368,3 +368,28 @@ def test_ci_recheck_recomputes_each_comparison_from_the_stored_episodes(tmp_path
     assert json.loads((tmp_path / "out" / "ci_recheck.json").read_text())["rows"] == json.loads(json.dumps(rows))
     with pytest.raises(SystemExit, match=r"error: .*nowhere: no results.json"):
         ci_recheck.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
+
+
+def test_summary_rescores_runs_recorded_with_an_older_interval_method(tmp_path, single_torch_thread):
+    """A run whose results.json recorded another `ci_method` (and other intervals) is re-scored from its stored
+    episodes before it is summarised: the summary's intervals are the current bootstrap's, i.e. those of the same
+    run written today, and the means are untouched. A current run is passed through as it is."""
+    from ate.bench.report import CI_METHOD, rescored
+
+    res = _write_run(tmp_path / "new", demos=(1, 5), seed_start=100_000)
+    assert rescored(res) is res
+    old = json.loads(json.dumps(res))
+    old["ci_method"] = "hierarchical ... within each (seed, task)"
+    for row in old["summary"] + old["comparisons"]:
+        row["ci95"] = [0.0, 0.0]  # what an older bootstrap recorded: anything but the current intervals
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "results.json").write_text(json.dumps(old))
+    again = rescored(old)
+    assert (again["ci_method"], again["ci_method_recorded"]) == (CI_METHOD, old["ci_method"])
+    for key in ("summary", "comparisons", "headline"):
+        assert again[key] == json.loads(json.dumps(res[key])), key
+    assert old["summary"][0]["ci95"] == [0.0, 0.0]  # the record read is not modified
+    new_summary = regime.summarize([tmp_path / "new"], eval_speed_file=None)
+    old_summary = regime.summarize([tmp_path / "old"], eval_speed_file=None)
+    assert old_summary["ci_method"] == CI_METHOD
+    assert old_summary["suites"]["metaworld"]["dp"]["arms"] == new_summary["suites"]["metaworld"]["dp"]["arms"]

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from ate.bench.regime import load_run, split_of
-from ate.bench.report import _cell_matrix, bootstrap_mean
+from ate.bench.report import config_arms, score
 from ate.errors import ConfigError
 
 
@@ -25,21 +25,19 @@ def recheck(run_dir: str | Path) -> list[dict]:
     """One row per final-step, all-task comparison of an arm with SFT in the run."""
     res = load_run(run_dir)
     cfg = res["config"]
-    final, tasks = cfg["finetune_steps"], list(cfg["target_tasks"])
+    final = cfg["finetune_steps"]
+    _, now = score(res["evaluations"], list(cfg["target_tasks"]), config_arms(cfg))
+    now_ci = {(c["a"], c["n_demos"]): c["ci95"] for c in now if c["b"] == "sft" and c["task"] == "all"
+              and c["step"] == final}
     rows = []
     for c in res["comparisons"]:
         if c["b"] != "sft" or c["task"] != "all" or c["step"] != final:
             continue
-
-        def cells(arm: str):
-            ev = [e for e in res["evaluations"] if e["arm"] == arm and e["n_demos"] == c["n_demos"] and e["step"] == final]
-            return _cell_matrix(ev, c["seeds"], tasks)
-
-        diff, ci = bootstrap_mean(cells(c["a"]) - cells("sft"))
         rows.append({"run": str(run_dir), "split": split_of(cfg["eval_seed_start"]),
                      "suite": cfg["suite"], "family": res["_family"], "arm": c["a"], "n_demos": c["n_demos"],
-                     "diff": round(100 * diff, 1), "ci_recorded": [round(100 * v, 1) for v in c["ci95"]],
-                     "ci_now": [round(100 * v, 1) for v in ci], "ci_method_recorded": res.get("ci_method")})
+                     "diff": round(100 * c["diff"], 1), "ci_recorded": [round(100 * v, 1) for v in c["ci95"]],
+                     "ci_now": [round(100 * v, 1) for v in now_ci[(c["a"], c["n_demos"])]],
+                     "ci_method_recorded": res.get("ci_method")})
     return rows
 
 

@@ -6,7 +6,7 @@ Reads each run's results.json (`ate.bench.results/1`) and writes into `--out`:
 
 - summary.json (`"schema": "ate.regime.summary/1"`), success in percent rounded to 0.1::
 
-      {"schema", "eval_speedup" (overall speedup of batched evaluation, or null),
+      {"schema", "eval_speedup" (overall speedup of batched evaluation, or null), "ci_method" (every interval's),
        "suites": {suite: {} (no run) | {family: {} (no run) | {
            "base_success", "base_by_source" {"robot/task": %}, "base_gate_80" (null without a source evaluation),
            "seeds", "episodes" (the fewest training seeds / episodes per (arm, seed, task) cell present),
@@ -23,7 +23,8 @@ Reads each run's results.json (`ate.bench.results/1`) and writes into `--out`:
   Arms are the bench's, with `ate` (the configured variant under test) reported as `ate_best`; every arm of
   REPORT_ARMS is listed, {} when absent; another arm (e.g. `anchor`) follows them, only when a run has it.
   Numbers are the final-step, all-task rows of each run's `summary` and `comparisons` (the hierarchical
-  bootstrap of `ate.bench.report`), not recomputed.
+  bootstrap of `ate.bench.report`); a run that recorded an older interval method is re-scored with the current
+  one from its stored episodes (`ate.bench.report.rescored`), so every interval in the summary is the same kind.
 - report.md: per suite × family a table (arm × demos: mean [CI], Δ vs SFT [CI]), the base gate, the split,
   the commands, machines and wall times.
 - success_vs_demos.png, delta_vs_sft.png, guidance_profile.png (`ate.steer.guidance_profile`; runs made
@@ -44,7 +45,7 @@ import numpy as np
 
 from ate.errors import ConfigError
 from ate.bench.report import BASE_GATE as _REPORT_BASE_GATE
-from ate.bench.report import config_arms, config_headline
+from ate.bench.report import CI_METHOD, config_arms, config_headline, rescored
 
 SCHEMA = "ate.regime.summary/1"
 RESULTS_SCHEMA = "ate.bench.results/1"
@@ -209,7 +210,7 @@ def summarize(run_dirs: list[str | Path], eval_speed_file: str | Path | None = E
         raise ConfigError("give at least one finished run folder")
     groups: dict[tuple[str, str], list[dict]] = {}
     for d in run_dirs:
-        r = load_run(d)
+        r = rescored(load_run(d))
         groups.setdefault((r["config"]["suite"], r["_family"]), []).append(r)
     suites: dict[str, dict] = {s: {} for s in SUITES}
     for suite in SUITES:
@@ -220,7 +221,7 @@ def summarize(run_dirs: list[str | Path], eval_speed_file: str | Path | None = E
         for family, runs in fams.items():
             _check_mergeable(runs, suite, family)
             suites[suite][family] = family_summary(runs)
-    return {"schema": SCHEMA, "eval_speedup": eval_speedup(eval_speed_file), "suites": suites}
+    return {"schema": SCHEMA, "eval_speedup": eval_speedup(eval_speed_file), "ci_method": CI_METHOD, "suites": suites}
 
 
 # ------------------------------------------------------------------------------------------------ report

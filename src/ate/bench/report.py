@@ -120,13 +120,31 @@ def build_results(cfg, evals: list[dict], timings: dict[str, dict], command: str
             "wilson95": s["ci95"],
             "episode_results": [{"seed": r["seed"], "success": bool(r["success"]), "steps": r["steps"]}
                                 for r in ev["episodes"]]})
+    summary, comparisons = score(evaluations, list(cfg.target_tasks), list(cfg.all_arms))
+    kinds: dict[str, float] = {}
+    for name, t in timings.items():
+        kind = name.split("-", 1)[0]
+        kinds[kind] = round(kinds.get(kind, 0.0) + float(t["wall_s"]), 2)
+    return {
+        "schema": "ate.bench.results/1", "suite": cfg.suite, "preset": cfg.preset, "command": command,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
+        "config": cfg.to_dict(), "ci_method": CI_METHOD,
+        "total_wall_s": round(total_wall_s, 2) if total_wall_s is not None else None,
+        "stages": timings, "stage_wall_s": kinds, "demos": demos or [], "evaluations": evaluations,
+        "summary": summary, "comparisons": comparisons,
+        "headline": headline(summary, comparisons, cfg.headline, cfg.finetune_steps),
+        "guidance_profiles": guidance_profiles or [],
+    }
+
+
+def score(evaluations: list[dict], tasks: list[str], arms: list[str]) -> tuple[list[dict], list[dict]]:
+    """results.json's `summary` and `comparisons` from its `evaluations` rows (bootstrap: `bootstrap_mean`)."""
     target = [e for e in evaluations if e["arm"] != "pretrained"]
     summary, comparisons = [], []
     keys = sorted({(e["n_demos"], e["step"]) for e in target})
-    tasks = list(cfg.target_tasks)
     for n, step in keys:
         rows_by_arm = {a: [e for e in target if e["arm"] == a and e["n_demos"] == n and e["step"] == step]
-                       for a in cfg.all_arms}
+                       for a in arms}
         mats = {}
         for arm, rows in rows_by_arm.items():
             seeds = sorted({r["seed"] for r in rows})
@@ -142,7 +160,7 @@ def build_results(cfg, evals: list[dict], timings: dict[str, dict], command: str
                                 "episodes": int(sub.size),
                                 "trained_steps": max(r.get("trained_steps", step) for r in rows)})
         # every arm against plain fine-tuning, and the pretrained arms against scratch
-        pairs = [(a, "sft") for a in cfg.all_arms if a not in ("sft", "scratch")] + [(a, "scratch") for a in ("ate", "sft")]
+        pairs = [(a, "sft") for a in arms if a not in ("sft", "scratch")] + [(a, "scratch") for a in ("ate", "sft")]
         for a, b in pairs:
             if a not in mats or b not in mats:
                 continue
@@ -154,12 +172,11 @@ def build_results(cfg, evals: list[dict], timings: dict[str, dict], command: str
                 mean, ci = bootstrap_mean(d)
                 comparisons.append({"a": a, "b": b, "n_demos": n, "step": step, "task": task, "diff": mean, "ci95": ci,
                                     "seeds": common})
-    kinds: dict[str, float] = {}
-    for name, t in timings.items():
-        kind = name.split("-", 1)[0]
-        kinds[kind] = round(kinds.get(kind, 0.0) + float(t["wall_s"]), 2)
-    final = cfg.finetune_steps
-    main_n = cfg.headline
+    return summary, comparisons
+
+
+def headline(summary: list[dict], comparisons: list[dict], main_n: int, final: int) -> dict[str, Any]:
+    """results.json's `headline`: every arm and ATE − SFT at the headline demos, final step, all tasks."""
     head = {"n_demos": main_n, "step": final, "task": "all"}
     for s in summary:
         if s["n_demos"] == main_n and s["step"] == final and s["task"] == "all":
@@ -167,15 +184,20 @@ def build_results(cfg, evals: list[dict], timings: dict[str, dict], command: str
     for c in comparisons:
         if c["n_demos"] == main_n and c["step"] == final and c["task"] == "all" and (c["a"], c["b"]) == ("ate", "sft"):
             head["ate_minus_sft"] = {"diff": c["diff"], "ci95": c["ci95"]}
-    return {
-        "schema": "ate.bench.results/1", "suite": cfg.suite, "preset": cfg.preset, "command": command,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
-        "config": cfg.to_dict(), "ci_method": CI_METHOD,
-        "total_wall_s": round(total_wall_s, 2) if total_wall_s is not None else None,
-        "stages": timings, "stage_wall_s": kinds, "demos": demos or [], "evaluations": evaluations,
-        "summary": summary, "comparisons": comparisons, "headline": head,
-        "guidance_profiles": guidance_profiles or [],
-    }
+    return head
+
+
+def rescored(results: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a results dict whose intervals are the current bootstrap's (`CI_METHOD`), recomputed from its
+    stored episode results; the same dict when it already is. The means do not change. The method it recorded
+    stays under `ci_method_recorded`."""
+    if results.get("ci_method") == CI_METHOD:
+        return results
+    cfg = results["config"]
+    summary, comparisons = score(results["evaluations"], list(cfg["target_tasks"]), config_arms(cfg))
+    return {**results, "summary": summary, "comparisons": comparisons, "ci_method": CI_METHOD,
+            "ci_method_recorded": results.get("ci_method"),
+            "headline": headline(summary, comparisons, config_headline(cfg), cfg["finetune_steps"])}
 
 
 def _pct(x: float) -> str:
