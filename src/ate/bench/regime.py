@@ -270,9 +270,9 @@ def write_report(summary: dict, out_dir: str | Path) -> dict[str, Path]:
     plots = write_plots(summary, out)
     speed = summary["eval_speedup"]
     lines = ["# Regime summary: success vs target demos per suite × policy family", "",
-             "Final-step success (%) over all target tasks, mean [95 % CI] from each run's hierarchical bootstrap; "
-             "Δ = arm − SFT, paired on training seeds and evaluation episodes. `ate_best` is the bench arm `ate` "
-             "(the configured variant), `ate_paper` the paper's guidance.",
+             "Final-step success (%) over all target tasks, mean [95 % CI]; Δ = arm − SFT, paired on training seeds "
+             "and evaluation episodes. `ate_best` is the bench arm `ate` (the configured variant), `ate_paper` the "
+             f"paper's guidance. Intervals: {summary.get('ci_method') or 'as each run recorded them'}",
              "", f"Batched evaluation speedup: {f'{speed}x' if speed is not None else 'not measured (no eval-speed result)'}.", ""]
     for name, path in plots.items():
         lines += [f"![{name}]({path.name})", ""]
@@ -282,7 +282,9 @@ def write_report(summary: dict, out_dir: str | Path) -> dict[str, Path]:
                 continue
             lines += [f"## {suite} / {family}", "",
                       f"Split: **{e['split']}** (evaluation seeds {e['eval_seed_start']}…); at least {e['seeds']} "
-                      f"training seeds and {e['episodes']} episodes per (arm, seed, task).", "",
+                      f"training seeds and {e['episodes']} episodes per (arm, seed, task)"
+                      + (f", {e['headline_episodes']} at {'/'.join(map(str, e['headline_demos']))} demos"
+                         if e.get("headline_episodes") and e["headline_episodes"] != e["episodes"] else "") + ".", "",
                       family_table(e), "", _gate_line(e), ""]
             prof = e["guidance_profile"]
             lines += [("Guidance profile (‖λ·c·g‖ / residual, mean over demos × seeds) at noise level "
