@@ -22,7 +22,7 @@ Reads each run's results.json (`ate.bench.results/1`) and writes into `--out`:
 
   Arms are the bench's, with `ate` (the configured variant under test) reported as `ate_best`; every arm of
   REPORT_ARMS is listed, {} when absent; another arm (e.g. `anchor`) follows them, only when a run has it.
-  Numbers are the final-step, all-task rows of each run's `summary` and `comparisons` (the hierarchical
+  Numbers are the final-step, all-task rows of each run's `summary` and `comparisons` (the
   bootstrap of `ate.bench.report`); a run that recorded an older interval method is re-scored with the current
   one from its stored episodes (`ate.bench.report.rescored`), so every interval in the summary is the same kind.
 - report.md: per suite × family a table (arm × demos: mean [CI], Δ vs SFT [CI]), the base gate, the split,
