@@ -67,6 +67,11 @@ with warnings.catch_warnings():
 torch.save({"mmd": m.detach().clone(), "grad": x.grad}, f"{sys.argv[1]}/rank{rank}.pt")
 dist.barrier()  # both done, then no gloo thread outlives the interpreter (else a rare SIGABRT at exit)
 dist.destroy_process_group()
+# and skip the interpreter's teardown: with barrier + destroy a loaded CI machine still saw one rank abort there
+# ("terminate called without an active exception", after both result files were written): gloo's threads racing
+# interpreter finalization, pytorch/pytorch#179291. What this test checks is in the files already.
+import os
+os._exit(0)
 """
 
 
