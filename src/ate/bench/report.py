@@ -28,7 +28,8 @@ and arm). This carries the training-seed variance and the placement variance (wi
 bootstrap). Arm differences are paired: both arms use the same resampled seeds and evaluation episodes (every arm
 is evaluated on the same evaluation seeds). Per-cell `wilson95` is the Wilson score interval of one cell. Runs
 written before 2026-12-07 say "hierarchical ... within each (seed, task)" in their `ci_method`: their episodes were
-resampled per (seed, task) cell, which gives narrower intervals (`ate.bench.ci_recheck` recomputes them).
+resampled per (seed, task) cell, which gives narrower intervals (`rescored` recomputes them from the stored
+episodes, as `ate bench summarize` does; `ate.bench.ci_recheck` lists old against new).
 """
 
 from __future__ import annotations
