@@ -47,14 +47,17 @@ def test_vae_throughput_fp32_vs_bf16(tiny_results):
 
 
 def test_vae_throughput_measures_the_trainers_step_against_the_plain_one(tiny_results):
-    """The 'trainer' run is bf16 autocast + the trainer's fused AdamW; fp32 and bf16 keep torch's default AdamW,
-    so the trainer's speed-up is against the plain fp32 eager step."""
+    """The 'trainer' run is the VAE's fast paths + bf16 autocast + the trainer's fused AdamW; fp32 and bf16 keep
+    the module path and torch's default AdamW, so the trainer's speed-up is against the plain fp32 eager step."""
     r = tiny_results["throughput"][0]
     assert r["fp32"]["optimizer"] == r["bf16"]["optimizer"] == "AdamW, torch default"
     assert r["trainer"]["optimizer"] == "AdamW, fused" and r["trainer"]["dtype"] == "bf16-autocast"
     assert r["trainer_speedup"] == pytest.approx(r["fp32"]["step_s"] / r["trainer"]["step_s"])
-    # the first loss comes before any optimiser step: same init, data and autocast, so the same number
-    assert r["trainer"]["losses"][0] == r["bf16"]["losses"][0]
+    assert (r["fp32"]["fast_paths"], r["bf16"]["fast_paths"], r["trainer"]["fast_paths"]) == (False, False, True)
+    # the first loss comes before any optimiser step: same init and data, the same function up to rounding (the
+    # fast paths are exact in real arithmetic, tests/test_vae_fast_paths.py), so within the bf16 budget of
+    # test_vae_throughput_fp32_vs_bf16 (≲ 2e-2 relative, bound 0.05) of the fp32 loss
+    assert r["trainer"]["losses"][0] == pytest.approx(r["fp32"]["losses"][0], rel=0.05)
     assert "first_grad" not in r["trainer"]
 
 

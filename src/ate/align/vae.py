@@ -142,11 +142,26 @@ class _DecoderLayer(nn.Module):
         self.linear1, self.linear2 = nn.Linear(dim, ff), nn.Linear(ff, dim)
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
+        self.single_token_shortcut = True  # ActionVAE.set_fast_paths
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
         x = self.norm1(x + self.dropout(self.self_attn(x, x, x, need_weights=False)[0]))
-        x = self.norm2(x + self.dropout(self.multihead_attn(x, memory, memory, need_weights=False)[0]))
+        x = self.norm2(x + self.dropout(self._cross_attention(x, memory)))
         return self.norm3(x + self.dropout(self.linear2(self.dropout(F.gelu(self.linear1(x))))))
+
+    def _cross_attention(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """Attention of x's queries to ``memory``. The VAE's memory is one latent token: a softmax over one key
+        is exactly 1, so every query receives that token's value, ``out_proj(v_proj(z))``. That skips the query
+        and key projections and runs the output projection once per sample instead of once per step (a fifth
+        of the decoder's matmuls, forward and backward). Attention dropout could zero the weight: with it
+        active, or with a longer memory, the module computes the full attention."""
+        attn = self.multihead_attn
+        if not self.single_token_shortcut or memory.shape[1] != 1 or (self.training and attn.dropout > 0):
+            return attn(x, memory, memory, need_weights=False)[0]
+        E = attn.embed_dim
+        bias = None if attn.in_proj_bias is None else attn.in_proj_bias[2 * E:]
+        value = attn.out_proj(F.linear(memory, attn.in_proj_weight[2 * E:], bias))  # (B, 1, E)
+        return value.expand(-1, x.shape[1], -1)
 
 
 class _SkipTransformer(nn.Module):
@@ -202,6 +217,19 @@ class ActionVAE(nn.Module):
         self.encoder = _SkipTransformer(_EncoderLayer(c.latent_dim, c.num_heads, c.ff_dim, c.dropout), c.num_layers, c.latent_dim)
         self.decoder = _SkipTransformer(_DecoderLayer(c.latent_dim, c.num_heads, c.ff_dim, c.dropout), c.num_layers, c.latent_dim)
         self.final_layer = nn.Linear(c.latent_dim, c.action_dim)
+        self.fast_paths = True
+
+    def set_fast_paths(self, enabled: bool) -> "ActionVAE":
+        """Compute the same function with less work (default on): the training forward and ``encode_fast`` run
+        the encoder batch-first with its last layer on the two distribution tokens, and the decoder's
+        cross-attention to its one latent token skips the attention it does not need. Off: every layer through
+        ``nn.MultiheadAttention``, as the public reference trainer computes it (the baseline of ``ate
+        bench-core``). Both agree up to float rounding (``tests/test_vae_fast_paths.py``)."""
+        self.fast_paths = bool(enabled)
+        for layer in self.decoder.modules():
+            if isinstance(layer, _DecoderLayer):
+                layer.single_token_shortcut = self.fast_paths
+        return self
 
     @property
     def latent_dim(self) -> int:
@@ -229,9 +257,10 @@ class ActionVAE(nn.Module):
         them (they still attend to every token), and attention is written out batch-first (see
         ``_EncoderLayer.forward_fast``): about a third less time for the small preset, forward and backward.
         The same function as encode up to float rounding. Dropout is not applied, so a VAE in training mode
-        with dropout > 0 falls back to encode. VAE training and the prior fit keep using encode (unchanged).
+        with dropout > 0 falls back to encode, as does one with ``set_fast_paths(False)``. The training
+        forward uses it; the prior fit and ``ate inspect`` keep encode.
         """
-        if self.training and self.config.dropout > 0:
+        if not self.fast_paths or (self.training and self.config.dropout > 0):
             return self.encode(a)
         self._check_chunk(a)
         x = self.skel_embedding(a)
@@ -250,8 +279,9 @@ class ActionVAE(nn.Module):
         return mu + torch.exp(0.5 * logvar) * noise
 
     def forward(self, a: torch.Tensor, noise: torch.Tensor | None = None):
-        """Returns (reconstruction (B,H,D), z (B,Z), μ, log σ²)."""
-        mu, logvar = self.encode(a)
+        """Returns (reconstruction (B,H,D), z (B,Z), μ, log σ²). Encodes through ``encode_fast``: the training
+        step then pays for the two distribution tokens of the last encoder layer only."""
+        mu, logvar = self.encode_fast(a)
         z = self.reparameterize(mu, logvar, noise)
         return self.decode(z), z, mu, logvar
 

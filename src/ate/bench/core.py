@@ -96,13 +96,14 @@ def _vae_setup(preset: str, action_dim: int, horizon: int, seed: int):
 
 def bench_vae_throughput(preset: str = "small", action_dim: int = 14, horizon: int = 16, batch_size: int = 64,
                          bf16: bool = False, warmup: int = 2, steps: int = 8, seed: int = 0,
-                         init_state: dict | None = None, fused: bool = False) -> dict:
+                         init_state: dict | None = None, fused: bool = False, fast_paths: bool = True) -> dict:
     """Time stage-1 training steps of a fresh VAE on synthetic chunks.
 
     Each step = Info-VAE loss (trainer's ``_loss_terms``: SmoothL1 recon + w_kl·KL + w_mmd·MMD vs N(0, I)),
     backward, AdamW step (torch's default implementation, or with ``fused`` the trainer's
-    :func:`ate.training.adamw`). The batches and reparameterisation noise are fixed per step index, so fp32 and
-    bf16 runs with the same ``init_state`` see identical inputs.
+    :func:`ate.training.adamw`). ``fast_paths``: :meth:`ate.align.ActionVAE.set_fast_paths` (off: every layer
+    through ``nn.MultiheadAttention``, as the public reference trainer computes it). The batches and
+    reparameterisation noise are fixed per step index, so runs with the same ``init_state`` see identical inputs.
 
     Returns dict: samples_per_s (median), step_s (median), step_times, losses (per step, warm-up included),
     first_grad (flat fp32 gradient of step 0, popped by the caller), params, load_before/after.
@@ -110,7 +111,7 @@ def bench_vae_throughput(preset: str = "small", action_dim: int = 14, horizon: i
     from ate.align.train import AlignConfig, _loss_terms
 
     cfg = AlignConfig(horizon=horizon, batch_size=batch_size, preset=preset, bf16=bf16, progress=False)
-    vae = _vae_setup(preset, action_dim, horizon, seed)
+    vae = _vae_setup(preset, action_dim, horizon, seed).set_fast_paths(fast_paths)
     if init_state is not None:
         vae.load_state_dict(init_state)
     if fused:
@@ -141,7 +142,7 @@ def bench_vae_throughput(preset: str = "small", action_dim: int = 14, horizon: i
             times.append(dt)
     step_s = statistics.median(times)
     return {"preset": preset, "action_dim": action_dim, "horizon": horizon, "batch_size": batch_size,
-            "dtype": "bf16-autocast" if bf16 else "fp32", "params": vae.num_parameters(), "warmup": warmup,
+            "dtype": "bf16-autocast" if bf16 else "fp32", "fast_paths": fast_paths, "params": vae.num_parameters(), "warmup": warmup,
             "optimizer": "AdamW, fused" if opt.param_groups[0].get("fused") else "AdamW, torch default",
             "timed_steps": steps, "step_s": step_s, "samples_per_s": batch_size / step_s,
             "step_times": [round(t, 5) for t in times], "losses": losses, "first_grad": first_grad,
@@ -150,13 +151,15 @@ def bench_vae_throughput(preset: str = "small", action_dim: int = 14, horizon: i
 
 def vae_throughput_pair(preset: str, action_dim: int, horizon: int, batch_size: int, warmup: int, steps: int,
                         seed: int = 0) -> dict:
-    """The plain fp32 eager step, bf16 autocast, and the trainer's step (bf16 autocast + fused AdamW, what
-    ``ate align --bf16`` runs), from the same init and data, plus the bf16 accuracy figures."""
+    """The plain fp32 eager step (every layer through ``nn.MultiheadAttention``, torch's AdamW: the public
+    reference trainer's step), that step under bf16 autocast, and the trainer's step (what ``ate align --bf16``
+    runs: the VAE's fast paths, bf16 autocast, fused AdamW), from the same init and data, plus the bf16
+    accuracy figures."""
     init = _vae_setup(preset, action_dim, horizon, seed).state_dict()
     runs = {}
-    for name, bf16, fused in (("fp32", False, False), ("bf16", True, False), ("trainer", True, True)):
+    for name, bf16, fast in (("fp32", False, False), ("bf16", True, False), ("trainer", True, True)):
         runs[name] = bench_vae_throughput(preset, action_dim, horizon, batch_size, bf16, warmup, steps, seed,
-                                          init_state=init, fused=fused)
+                                          init_state=init, fused=fast, fast_paths=fast)
     runs["trainer"].pop("first_grad")  # the gradient is bf16's: the optimiser runs after it
     # float64: a 52 M-element fp32 dot product alone is off by ~1e-3 (cosine > 1)
     g32, g16 = runs["fp32"].pop("first_grad").double(), runs["bf16"].pop("first_grad").double()
@@ -782,8 +785,12 @@ def render_report(res: dict, png: str | None) -> str:
                   "One step = trainer's Info-VAE loss (SmoothL1 recon + 7.5e-5·KL + 1.0·MMD vs N(0, I)), backward, "
                   "AdamW step, on synthetic chunks; warm-up excluded, median of the timed steps. bf16 = "
                   "`torch.autocast('cpu', bfloat16)` on the VAE forward (the trainer's `--bf16`), losses in fp32. "
-                  "fp32 and bf16 use torch's default AdamW; *trainer* is what `ate align --bf16` runs, bf16 autocast "
-                  "and the fused AdamW of `ate.training.adamw`; its speed-up is against the plain fp32 step.", "",
+                  "fp32 and bf16 compute every layer through `nn.MultiheadAttention` and use torch's default AdamW "
+                  "(the public reference trainer's step); *trainer* is what `ate align --bf16` runs: the VAE's fast "
+                  "paths (`ActionVAE.set_fast_paths`: the encoder's last layer on its two distribution tokens, the "
+                  "decoder's cross-attention to its one latent token as `out_proj(v_proj(z))`; the same function up "
+                  "to rounding), bf16 autocast and the fused AdamW of `ate.training.adamw`; its speed-up is against "
+                  "the plain fp32 step.", "",
                   "| preset | params | D | H | batch | fp32 samples/s | bf16 samples/s | bf16 speed-up | "
                   "trainer samples/s | trainer speed-up | "
                   "grad rel. err. (step 0) | loss after N steps fp32 / bf16 (N) | load |",
