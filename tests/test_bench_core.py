@@ -58,6 +58,12 @@ def test_vae_throughput_measures_the_trainers_step_against_the_plain_one(tiny_re
     # fast paths are exact in real arithmetic, tests/test_vae_fast_paths.py), so within the bf16 budget of
     # test_vae_throughput_fp32_vs_bf16 (≲ 2e-2 relative, bound 0.05) of the fp32 loss
     assert r["trainer"]["losses"][0] == pytest.approx(r["fp32"]["losses"][0], rel=0.05)
+    # the ceiling: the fast paths skip matmuls (the encoder's last layer on H tokens, the cross-attention's q/k)
+    assert 0 < r["trainer"]["matmul_gflop_per_sample"] < r["fp32"]["matmul_gflop_per_sample"]
+    assert r["fp32"]["matmul_gflop_per_sample"] == r["bf16"]["matmul_gflop_per_sample"]  # same computation
+    assert r["trainer_roofline_samples_per_s"] == pytest.approx(
+        r["matmul_peak_gflops"]["bf16"] / r["trainer"]["matmul_gflop_per_sample"])
+    assert min(r["matmul_peak_gflops"].values()) > 0
     assert "first_grad" not in r["trainer"]
 
 

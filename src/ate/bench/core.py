@@ -149,6 +149,39 @@ def bench_vae_throughput(preset: str = "small", action_dim: int = 14, horizon: i
             "load_before": load_before, "load_after": _load()}
 
 
+def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """This machine's matrix-multiply rate: n×n @ n×n in ``dtype``, median over ``repeats`` after one warm-up,
+    in GFLOP/s (2n³ FLOP per product): the ceiling a matmul-bound training step can reach."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(dtype) for _ in range(2))
+    times = []
+    for i in range(repeats + 1):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        if i:
+            times.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def vae_step_flops(preset: str, action_dim: int, horizon: int, batch_size: int, fast_paths: bool,
+                   seed: int = 0) -> int:
+    """Matrix-multiply FLOPs of one stage-1 training step (forward + backward; ``torch.utils.flop_counter`` counts
+    mm / bmm / addmm / attention), on an untimed copy of the model."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ate.align.train import AlignConfig, _loss_terms
+
+    cfg = AlignConfig(horizon=horizon, batch_size=batch_size, preset=preset, progress=False)
+    vae = _vae_setup(preset, action_dim, horizon, seed).set_fast_paths(fast_paths)
+    a = _toy_chunks(batch_size, horizon, action_dim, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    noise, target = (torch.randn(batch_size, vae.latent_dim, generator=g) for _ in range(2))
+    with FlopCounterMode(display=False) as counter:
+        loss, _ = _loss_terms(vae, a, None, cfg, None, noise, target, 1, kl_draws=None)
+        loss.backward()
+    return int(counter.get_total_flops())
+
+
 def vae_throughput_pair(preset: str, action_dim: int, horizon: int, batch_size: int, warmup: int, steps: int,
                         seed: int = 0) -> dict:
     """The plain fp32 eager step (every layer through ``nn.MultiheadAttention``, torch's AdamW: the public
@@ -172,8 +205,17 @@ def vae_throughput_pair(preset: str, action_dim: int, horizon: int, batch_size: 
         "loss_final_rel_diff": abs(l16[-1] - l32[-1]) / max(abs(l32[-1]), 1e-30),
         "steps_compared": len(l32),
     }
+    # the roofline: a step is ~80 % matmul, so samples/s ≤ (bf16 matmul rate) / (matmul FLOPs per sample)
+    peak = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+    for name, run in runs.items():
+        per_sample = vae_step_flops(preset, action_dim, horizon, batch_size, run["fast_paths"], seed) / batch_size
+        run["matmul_gflop_per_sample"] = per_sample / 1e9
+        run["matmul_gflops_achieved"] = per_sample * run["samples_per_s"] / 1e9
+    roof = peak["bf16"] / runs["trainer"]["matmul_gflop_per_sample"]
     return {**runs, "bf16_speedup": runs["fp32"]["step_s"] / runs["bf16"]["step_s"],
-            "trainer_speedup": runs["fp32"]["step_s"] / runs["trainer"]["step_s"], "bf16_accuracy": accuracy}
+            "trainer_speedup": runs["fp32"]["step_s"] / runs["trainer"]["step_s"], "bf16_accuracy": accuracy,
+            "matmul_peak_gflops": peak, "trainer_roofline_samples_per_s": roof,
+            "trainer_roofline_speedup": roof / runs["fp32"]["samples_per_s"]}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -806,6 +848,23 @@ def render_report(res: dict, png: str | None) -> str:
                          f"{a['loss_final_fp32']:.4f} / {a['loss_final_bf16']:.4f} ({a['steps_compared']}) | "
                          f"{r['fp32']['load_before'][0]}–{r.get('trainer', r['bf16'])['load_after'][0]} |")
         lines.append("")
+        roofs = [r for r in res["throughput"] if "trainer_roofline_samples_per_s" in r]  # absent in older runs
+        if roofs:
+            lines += ["**The ceiling.** At the reference preset matrix multiplies are most of a step, so a step "
+                      "cannot run faster than its matmul FLOPs (`torch.utils.flop_counter`, forward + backward) at "
+                      "this machine's n = 2048 matmul rate (the small preset's matrices are too small for that "
+                      "rate: its ceiling is not a bound). What each run reached, and the trainer's ceiling:", "",
+                      "| preset | H | matmul rate fp32 / bf16 (GFLOP/s) | GFLOP per sample, module / fast paths | "
+                      "achieved GFLOP/s fp32 / bf16 / trainer | trainer ceiling (samples/s) | ceiling / fp32 step |",
+                      "|---|---|---|---|---|---|---|"]
+            for r in roofs:
+                pk = r["matmul_peak_gflops"]
+                lines.append(
+                    f"| {r['preset']} | {r['horizon']} | {pk['fp32']:.0f} / {pk['bf16']:.0f} | "
+                    f"{r['fp32']['matmul_gflop_per_sample']:.3g} / {r['trainer']['matmul_gflop_per_sample']:.3g} | "
+                    + " / ".join(f"{r[k]['matmul_gflops_achieved']:.0f}" for k in ("fp32", "bf16", "trainer"))
+                    + f" | {r['trainer_roofline_samples_per_s']:.1f} | {r['trainer_roofline_speedup']:.2f}× |")
+            lines.append("")
     if "guidance" in res:
         g = res["guidance"]
         lines += ["## 2. Guidance overhead", "",
