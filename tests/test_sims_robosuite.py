@@ -79,3 +79,29 @@ def test_expert_stacks_with_the_six_joint_arm():
         assert success and steps < env.max_steps
     finally:
         env.close()
+
+
+@pytest.mark.parametrize("task,robot", [("Lift", "Panda"), ("Stack", "UR5e")])
+def test_lean_step_is_robosuites_step_bit_for_bit(task, robot):
+    """The wrapper's own control loop against robosuite's env.step, from the same reset: every array MuJoCo
+    integrates, after every action, equal bit for bit, over episodes where the expert grasps (contacts, the
+    gripper closing) and over random actions beyond the [-1, 1] input range (robosuite's clip)."""
+    from ate.bench.sims.robosuite_env import RobosuiteEnv
+
+    lean, ref = RobosuiteEnv(task, robot), RobosuiteEnv(task, robot, lean_step=False)
+    assert lean.lean_step and not ref.lean_step
+    expert = make_expert(lean)
+    for ep, seed in enumerate((3, 4)):
+        obs, _ = lean.reset(seed), ref.reset(seed)
+        expert.reset()
+        rng = np.random.default_rng(ep)
+        for t in range(60):
+            a = expert.act(obs["state"]) if ep == 0 else rng.uniform(-1.5, 1.5, lean.action_dim)
+            (obs, ok), (obs_ref, ok_ref) = lean.step(a), ref.step(a)
+            for field in ("qpos", "qvel", "qacc", "ctrl", "act", "qfrc_applied"):
+                np.testing.assert_array_equal(getattr(lean._env.sim.data, field), getattr(ref._env.sim.data, field),
+                                              err_msg=f"{task}/{robot} episode {ep} step {t}: {field}")
+            np.testing.assert_array_equal(obs["state"], obs_ref["state"])
+            assert ok == ok_ref
+    lean.close()
+    ref.close()

@@ -40,15 +40,18 @@ def profile(model: str, suite: str, task: str, robot: str | None, max_steps: int
     from ate.bench.sims.factory import make_env
 
     torch.set_num_threads(1)
-    env = make_env(suite, task, robot, max_steps=max_steps)
-    obs = env.reset(0)
-    rng = np.random.default_rng(0)
-    t0 = time.perf_counter()
-    for _ in range(100):
-        obs, _ = env.step(rng.uniform(-0.2, 0.2, env.action_dim))
-    step_ms = (time.perf_counter() - t0) * 10
+    out = {}
+    for key, reference in (("env_step_ms_reference", True), ("env_step_ms", False)):  # the same on MetaWorld
+        env = make_env(suite, task, robot, max_steps=max_steps, reference_step=reference)
+        obs = env.reset(0)
+        rng = np.random.default_rng(0)
+        t0 = time.perf_counter()
+        for _ in range(100):
+            obs, _ = env.step(rng.uniform(-0.2, 0.2, env.action_dim))
+        out[key] = round((time.perf_counter() - t0) * 10, 3)
+        if reference:
+            env.close()
     policy = EvalPolicy(model, env.robot)()
-    out = {"env_step_ms": round(step_ms, 3)}
     for b in (1, batch, 2 * batch):
         state = torch.from_numpy(np.repeat(obs["state"][None], b, 0)).float()
         gens = [torch.Generator().manual_seed(i) for i in range(b)]
@@ -132,9 +135,12 @@ def _markdown(r: dict) -> str:
         lines += ["Episodes that differ: " + ", ".join(f"{m['eval']} seed {m['seed']} (old {m['old']}, new {m['new']})"
                                                      for m in c["mismatches"]), ""]
     lines += ["old: `evaluate_sequential` (a spawned pool per call, one env / episode / batch-of-1 policy call at a time "
-              "per worker); new: `evaluate` on one `WorkerPool` for all calls (start-up counted in the first call), "
+              "per worker, robosuite stepped by its own `env.step`); new: `evaluate` on one `WorkerPool` for all calls "
+              "(start-up counted in the first call; robosuite through the wrapper's bit-identical control loop), "
               f"up to {b} envs per worker and one batched policy call for their live episodes. Calls alternate old / new.", "",
-              f"Profile (one process, 1 thread, {p['task']}): env step {p['env_step_ms']} ms; policy call "
+              f"Profile (one process, 1 thread, {p['task']}): env step {p['env_step_ms']} ms"
+              + (f" ({p['env_step_ms_reference']} ms through robosuite's own `env.step`, the old path's)"
+                 if r["args"]["suite"] == "robosuite" and "env_step_ms_reference" in p else "") + "; policy call "
               f"{p['policy_call_ms_b1']} ms at batch 1, {p[f'policy_call_ms_b{b}']} ms at batch {b} "
               f"({p[f'policy_call_ms_b{b}'] / b:.2f} ms per episode), {p[f'policy_call_ms_b{2 * b}']} ms at batch {2 * b} "
               f"({p[f'policy_call_ms_b{2 * b}'] / (2 * b):.2f} ms per episode).", "",

@@ -45,7 +45,8 @@ def default_envs_per_worker(suite: str) -> int:
     11, robosuite 3), so a run that alternates tasks never rebuilds envs. A bigger batch is cheaper per
     episode (dp quick policy, 1 thread: 12.9 ms per call at batch 1, 31 ms at 8, 39 ms at 16), but when
     the cache thrashes every call rebuilds its envs (MetaWorld 0.18 s, robosuite 0.5-0.9 s each).
-    robosuite is bound by its own stepping (2.8 ms per step, 22 ms per 8-action chunk), so a few envs do."""
+    robosuite's stepping (1.7 ms per action through ``RobosuiteEnv``'s lean loop, 3.8 ms through robosuite's
+    ``env.step``; 14 ms per 8-action chunk) is as costly as the policy call at batch 3, so a few envs do."""
     return max(1, ENV_BUDGET_MB // (CACHED_KEYS * ENV_MB.get(suite, 100)))
 
 
@@ -213,7 +214,8 @@ def _setup_policy(suite: str, task: str, robot: str | None, max_steps: int | Non
 
     if workers_are_processes:
         torch.set_num_threads(1)  # one thread per worker process: they already fill the cores
-    return {"env": make_env(suite, task, robot, max_steps=max_steps), "policy": policy_factory()}
+    # the reference steps robosuite through its own env.step, as evaluation did before the lean control loop
+    return {"env": make_env(suite, task, robot, max_steps=max_steps, reference_step=True), "policy": policy_factory()}
 
 
 def _policy_episode(ctx: dict, seed: int, action_steps: int, task_index: int) -> Episode:
@@ -242,7 +244,8 @@ def evaluate_sequential(policy_factory: Callable[[], object], suite: str, task: 
                         seeds: Iterable[int] = range(100_000, 100_050), workers: int = 2, action_steps: int = 8,
                         task_index: int = 0, max_steps: int | None = None, progress: bool = True) -> list[dict]:
     """`evaluate` the way it was before batching: a pool per call, one episode and one batch-of-1
-    policy call at a time per worker. The reference for tests and `ate.bench.eval_speed`."""
+    policy call at a time per worker, robosuite stepped by its own ``env.step``. The reference for tests and
+    `ate.bench.eval_speed`."""
     if action_steps < 1:
         raise ValueError(f"action_steps must be >= 1, got {action_steps}")
     seeds = list(seeds)

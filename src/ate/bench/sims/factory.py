@@ -7,12 +7,15 @@ from ate.bench.sims.base import SimEnv
 SUITES = ("robosuite", "metaworld")
 
 
-def make_env(suite: str, task: str, robot: str | None = None, seed: int = 0, max_steps: int | None = None) -> SimEnv:
-    """Build one headless env. robot: robosuite arm name (default "Panda"); ignored-or-"Sawyer" for MetaWorld."""
+def make_env(suite: str, task: str, robot: str | None = None, seed: int = 0, max_steps: int | None = None,
+             reference_step: bool = False) -> SimEnv:
+    """Build one headless env. robot: robosuite arm name (default "Panda"); ignored-or-"Sawyer" for MetaWorld.
+    reference_step: robosuite only, every action through robosuite's own ``env.step`` instead of the wrapper's
+    bit-identical, faster control loop (``RobosuiteEnv.lean_step``)."""
     if suite == "robosuite":
         from ate.bench.sims.robosuite_env import RobosuiteEnv
 
-        return RobosuiteEnv(task, robot or "Panda", seed=seed, max_steps=max_steps)
+        return RobosuiteEnv(task, robot or "Panda", seed=seed, max_steps=max_steps, lean_step=not reference_step)
     if suite == "metaworld":
         from ate.bench.sims.metaworld_env import MetaWorldEnv
 
