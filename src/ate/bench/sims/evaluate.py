@@ -47,8 +47,8 @@ def default_envs_per_worker(suite: str) -> int:
     (MetaWorld 11, robosuite 7), so a run that alternates tasks never rebuilds envs. A bigger batch is cheaper
     per episode (dp quick policy, 1 thread: 12.9 ms per call at batch 1, 31 ms at 8, 39 ms at 16), but when
     the cache thrashes every call rebuilds its envs (MetaWorld 0.18 s, robosuite 0.5-0.9 s each). robosuite's
-    stepping (1.7 ms per action through ``RobosuiteEnv``'s lean loop; 14 ms per 8-action chunk) costs about
-    what the policy call costs per episode at batch 3 (11 ms), so batching more pays there too
+    stepping (1.4 ms per action through ``RobosuiteEnv``'s lean loop on Panda Lift; 11 ms per 8-action chunk) costs
+    about what the policy call costs per episode at batch 3 (11 ms), so batching more pays there too
     (benchmarks/results/eval-speed: warm 2.8x at 3 envs, 3.3x at 6)."""
     return max(1, ENV_BUDGET_MB // (CACHED_KEYS.get(suite, 5) * ENV_MB.get(suite, 100)))
 

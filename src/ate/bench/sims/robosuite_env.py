@@ -80,7 +80,7 @@ class RobosuiteEnv(SimEnv):
     robosuite's arithmetic and the gripper's constant command, and skips what this wrapper never reads (the
     observables, the observation dict and reward, the robot's history buffers, end-effector Jacobians). The
     simulation is bit-identical to robosuite's ``env.step`` (``tests/test_sims_robosuite.py`` compares every
-    substep's result), 2.2–2.5× faster per action. Off, or for a controller setting it does not cover (an
+    substep's result), 2.1–2.7× faster per action. Off, or for a controller setting it does not cover (an
     interpolator, variable impedance, no gravity compensation, full physics), each action goes through
     ``env.step``.
     """
@@ -231,36 +231,38 @@ class RobosuiteEnv(SimEnv):
         whose results nothing reads. ``ignore_done`` is set, so there is no ``done``."""
         env, robot = self._env, self._arm
         comp = robot.composite_controller  # rebuilt by every reset: read it per step
-        sim, data, nv = env.sim, env.sim.data._data, env.sim.model.nv
-        parts = [(c, robot._ref_actuators_indexes_dict[name]) for name, c in comp.part_controllers.items()
-                 if robot._enabled_parts.get(name, False)]
+        sim, data, model = env.sim, env.sim.data._data, env.sim.model._model
         env.timestep += 1
-        held = {}  # the gripper's command is fixed within an action (no interpolator)
+        sim.step1()
+        comp.update_state()  # the policy step: robosuite parses the action into each part's goal
+        comp.set_goal(action)
+        arms, held = [], []
+        for name, c in comp.part_controllers.items():
+            if not robot._enabled_parts.get(name, False):
+                continue
+            idx = robot._ref_actuators_indexes_dict[name]
+            lo, hi = sim.model.actuator_ctrlrange[idx, 0], sim.model.actuator_ctrlrange[idx, 1]
+            if hasattr(c, "goal_qpos"):  # the arm's JointPositionController
+                arms.append((c, idx, lo, hi, np.array(c.goal_qpos), np.array(c.kp), c.kd))
+            else:  # the gripper's command is fixed within an action (no interpolator)
+                c.new_update = True
+                held.append((idx, np.clip(c.run_controller(), lo, hi)))
+        full = np.empty((model.nv, model.nv), dtype=np.float64)  # mj_fullM writes every entry
         for i in range(self._substeps):
-            sim.step1()
-            if i == 0:  # the policy step: robosuite parses the action into each part's goal
-                comp.update_state()
-                comp.set_goal(action)
-            for c, idx in parts:
-                if hasattr(c, "goal_qpos"):  # the arm's JointPositionController
-                    if i:  # its update(): joint state and mass matrix at this substep
-                        c.joint_pos = np.array(data.qpos[c.qpos_index])
-                        c.joint_vel = np.array(data.qvel[c.qvel_index])
-                        full = np.ndarray(shape=(nv, nv), dtype=np.float64, order="C")
-                        mujoco.mj_fullM(env.sim.model._model, full, data.qM)
-                        c.mass_matrix = np.reshape(full, (nv, nv))[c.qvel_index, :][:, c.qvel_index]
-                    torque = np.multiply(np.array(np.array(c.goal_qpos) - c.joint_pos), np.array(c.kp)) + \
-                        np.multiply(-c.joint_vel, c.kd)
-                    out = np.dot(c.mass_matrix, torque) + data.qfrc_bias[c.qvel_index]
-                else:
-                    if c not in held:
-                        c.new_update = True
-                        held[c] = c.run_controller()
-                    out = held[c]
-                lo, hi = sim.model.actuator_ctrlrange[idx, 0], sim.model.actuator_ctrlrange[idx, 1]
-                data.ctrl[idx] = np.clip(out, lo, hi)
+            if i:
+                sim.step1()
+            for idx, ctrl in held:
+                data.ctrl[idx] = ctrl
+            for c, idx, lo, hi, goal, kp, kd in arms:
+                if i:  # its update(): joint state and mass matrix at this substep (at 0, set_goal's)
+                    c.joint_pos, c.joint_vel = data.qpos[c.qpos_index], data.qvel[c.qvel_index]
+                    mujoco.mj_fullM(model, full, data.qM)
+                    # indexed as robosuite does: the block's memory layout decides np.dot's summation order
+                    c.mass_matrix = full[c.qvel_index, :][:, c.qvel_index]
+                torque = np.multiply(goal - c.joint_pos, kp) + np.multiply(-c.joint_vel, kd)
+                data.ctrl[idx] = np.clip(np.dot(c.mass_matrix, torque) + data.qfrc_bias[c.qvel_index], lo, hi)
             sim.step2()
-        for c, _ in parts:
+        for c in comp.part_controllers.values():
             c.new_update = True  # as after robosuite's run_controller: the next goal reads fresh joint state
         env.cur_time += env.control_timestep
 
