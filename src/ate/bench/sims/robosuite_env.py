@@ -212,7 +212,7 @@ class RobosuiteEnv(SimEnv):
         from robosuite.controllers.parts.gripper.simple_grip import SimpleGripController
 
         env, comp = self._env, self._arm.composite_controller
-        if not (env.lite_physics and len(env.robots) == 1 and self._env.viewer is None):
+        if not (env.lite_physics and len(env.robots) == 1 and env.viewer is None):
             return False
         for c in comp.part_controllers.values():
             if isinstance(c, JointPositionController):
