@@ -81,27 +81,44 @@ def test_expert_stacks_with_the_six_joint_arm():
         env.close()
 
 
+def _model_bytes(env) -> np.ndarray:
+    import mujoco
+
+    model = env._env.sim.model._model
+    buf = np.empty(mujoco.mj_sizeModel(model), np.uint8)
+    mujoco.mj_saveModel(model, None, buf)
+    return buf
+
+
 @pytest.mark.parametrize("task,robot", [("Lift", "Panda"), ("Stack", "UR5e")])
 def test_lean_step_is_robosuites_step_bit_for_bit(task, robot):
-    """The wrapper's own control loop against robosuite's env.step, from the same reset: every array MuJoCo
-    integrates, after every action, equal bit for bit, over episodes where the expert grasps (contacts, the
-    gripper closing) and over random actions beyond the [-1, 1] input range (robosuite's clip)."""
+    """The wrapper's own control loop, in an env sharing its compiled model with another, against robosuite's
+    env.step in an env robosuite compiled itself, from the same reset: every array MuJoCo integrates, after every
+    action, equal bit for bit, over episodes where the expert grasps (contacts, the gripper closing) and over random
+    actions beyond the [-1, 1] input range (robosuite's clip), while the other env steps in between; the shared
+    model's bytes stay as compiled through building, resets and steps."""
     from ate.bench.sims.robosuite_env import RobosuiteEnv
 
-    lean, ref = RobosuiteEnv(task, robot), RobosuiteEnv(task, robot, lean_step=False)
+    other = RobosuiteEnv(task, robot)
+    compiled = _model_bytes(other)
+    lean, ref = RobosuiteEnv(task, robot), RobosuiteEnv(task, robot, lean_step=False, share_model=False)
     assert lean.lean_step and not ref.lean_step
+    assert lean._env.sim.model._model is other._env.sim.model._model
+    assert ref._env.sim.model._model is not other._env.sim.model._model
     expert = make_expert(lean)
     for ep, seed in enumerate((3, 4)):
-        obs, _ = lean.reset(seed), ref.reset(seed)
+        obs, _, _ = lean.reset(seed), ref.reset(seed), other.reset(seed + 1)
         expert.reset()
         rng = np.random.default_rng(ep)
         for t in range(60):
             a = expert.act(obs["state"]) if ep == 0 else rng.uniform(-1.5, 1.5, lean.action_dim)
             (obs, ok), (obs_ref, ok_ref) = lean.step(a), ref.step(a)
+            other.step(-a)
             for field in ("qpos", "qvel", "qacc", "ctrl", "act", "qfrc_applied"):
                 np.testing.assert_array_equal(getattr(lean._env.sim.data, field), getattr(ref._env.sim.data, field),
                                               err_msg=f"{task}/{robot} episode {ep} step {t}: {field}")
             np.testing.assert_array_equal(obs["state"], obs_ref["state"])
             assert ok == ok_ref
-    lean.close()
-    ref.close()
+    np.testing.assert_array_equal(_model_bytes(lean), compiled)
+    for env in (lean, ref, other):
+        env.close()

@@ -34,23 +34,29 @@ import numpy as np
 from ate.bench.sims.pool import WorkerPool
 from ate.bench.sims.runner import Episode, map_seeds, run_episode, run_episodes
 
-# estimated memory of one more env in a worker (measured: robosuite Lift ~127 MB, MetaWorld ~32 MB)
-ENV_MB = {"robosuite": 130, "metaworld": 35}
+# estimated memory of cached envs in a worker (measured): a setting's first env (robosuite: its compiled model, which
+# the setting's other envs share, ~125 MB) and each env (robosuite ~1 MB beyond that, MetaWorld ~32 MB)
+SETTING_MB = {"robosuite": 125, "metaworld": 0}
+ENV_MB = {"robosuite": 2, "metaworld": 35}
 ENV_BUDGET_MB = 2048  # what one worker may hold in cached envs
 # (task, robot) pairs a run cycles through per checkpoint: MetaWorld full's 5 target tasks; robosuite's regime runs
 # alternate 2 (the target robot on Lift and Stack; the 4 source pairs are evaluated once, at the start)
 CACHED_KEYS = {"metaworld": 5, "robosuite": 2}
+MAX_ENVS = 25  # a bigger batch gains little more (robosuite, 50 episodes a worker: 14.7 s at 7 envs, 12.4 at 14,
+# 11.4 at 25, 11.2 at 50) and the first call builds every env
 
 
 def default_envs_per_worker(suite: str) -> int:
     """Episodes a worker runs at once by default: as many as let the suite's CACHED_KEYS keys stay cached
-    (MetaWorld 11, robosuite 7), so a run that alternates tasks never rebuilds envs. A bigger batch is cheaper
-    per episode (dp quick policy, 1 thread: 12.9 ms per call at batch 1, 31 ms at 8, 39 ms at 16), but when
-    the cache thrashes every call rebuilds its envs (MetaWorld 0.18 s, robosuite 0.5-0.9 s each). robosuite's
-    stepping (1.4 ms per action through ``RobosuiteEnv``'s lean loop on Panda Lift; 11 ms per 8-action chunk) costs
-    about what the policy call costs per episode at batch 3 (11 ms), so batching more pays there too
-    (benchmarks/results/eval-speed: warm 2.8x at 3 envs, 3.3x at 6)."""
-    return max(1, ENV_BUDGET_MB // (CACHED_KEYS.get(suite, 5) * ENV_MB.get(suite, 100)))
+    (MetaWorld 11), at most MAX_ENVS (robosuite, whose envs of one setting share their model). A bigger batch is
+    cheaper per episode (dp quick policy, 1 thread: 21 ms per call at batch 1, 46 ms at 7, 64 ms at 14), but when
+    the cache thrashes every call rebuilds its envs (MetaWorld 0.18 s each; robosuite 0.6 s for a setting's first,
+    0.03 s for each more). robosuite's stepping (1.1 ms per action through ``RobosuiteEnv``'s lean loop on Panda
+    Lift; 9 ms per 8-action chunk) costs about what the policy call costs per episode at batch 5, so batching
+    more pays there too."""
+    keys = CACHED_KEYS.get(suite, 5)
+    room = ENV_BUDGET_MB - keys * SETTING_MB.get(suite, 0)
+    return max(1, min(MAX_ENVS, room // (keys * ENV_MB.get(suite, 100))))
 
 
 def _takes_generator(policy) -> bool:
@@ -91,7 +97,7 @@ class _EvalJob:
 
 class EnvCache:
     """Envs a worker keeps between calls, per (suite, task, robot, max_steps). Least recently used keys
-    are closed once the estimated memory (ENV_MB per env) would pass budget_mb."""
+    are closed once the estimated memory (SETTING_MB per key, ENV_MB per env) would pass budget_mb."""
 
     def __init__(self, budget_mb: float = ENV_BUDGET_MB):
         self.budget_mb = budget_mb
@@ -110,7 +116,7 @@ class EnvCache:
         return envs[:n]
 
     def mb(self) -> float:
-        return sum(ENV_MB.get(k[0], 100) * len(v) for k, v in self._envs.items())
+        return sum(SETTING_MB.get(k[0], 0) + ENV_MB.get(k[0], 100) * len(v) for k, v in self._envs.items())
 
     def close(self) -> None:
         for envs in self._envs.values():

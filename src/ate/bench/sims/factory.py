@@ -11,11 +11,13 @@ def make_env(suite: str, task: str, robot: str | None = None, seed: int = 0, max
              reference_step: bool = False) -> SimEnv:
     """Build one headless env. robot: robosuite arm name (default "Panda"); ignored-or-"Sawyer" for MetaWorld.
     reference_step: robosuite only, every action through robosuite's own ``env.step`` instead of the wrapper's
-    bit-identical, faster control loop (``RobosuiteEnv.lean_step``)."""
+    bit-identical, faster control loop (``RobosuiteEnv.lean_step``), with a model of its own
+    (no ``RobosuiteEnv.share_model``)."""
     if suite == "robosuite":
         from ate.bench.sims.robosuite_env import RobosuiteEnv
 
-        return RobosuiteEnv(task, robot or "Panda", seed=seed, max_steps=max_steps, lean_step=not reference_step)
+        return RobosuiteEnv(task, robot or "Panda", seed=seed, max_steps=max_steps, lean_step=not reference_step,
+                            share_model=not reference_step)
     if suite == "metaworld":
         from ate.bench.sims.metaworld_env import MetaWorldEnv
 
