@@ -86,6 +86,19 @@ def test_summary_values_merge_and_outputs(tmp_path, single_torch_thread):
     speed.write_text(json.dumps({"schema": "ate.eval_speed/1", "compare": {"speedup": 3.4}}))
     s = regime.summarize([tmp_path / "mw-dp-a", tmp_path / "mw-dp-b", tmp_path / "rs-rdt"], speed)
     assert s["schema"] == "ate.regime.summary/1" and s["eval_speedup"] == 3.4
+    assert s["eval_speedup_by_suite"] == {"unknown": 3.4}  # a result that did not record its suite
+    # one result per suite: each recorded, the lowest is the headline; a suite measured twice keeps its lower figure
+    rs = tmp_path / "rs.json"
+    rs.write_text(json.dumps({"args": {"suite": "robosuite"}, "compare": {"speedup": 3.7}}))
+    mw = tmp_path / "mw.json"
+    mw.write_text(json.dumps({"args": {"suite": "metaworld"}, "compare": {"speedup": 3.8}}))
+    mw2 = tmp_path / "mw2.json"
+    mw2.write_text(json.dumps({"args": {"suite": "metaworld"}, "compare": {"speedup": 2.6}}))
+    assert regime.eval_speedups([rs, mw, tmp_path / "absent.json"]) == {"metaworld": 3.8, "robosuite": 3.7}
+    assert regime.eval_speedups([mw, mw2]) == {"metaworld": 2.6}
+    s2 = regime.summarize([tmp_path / "rs-rdt"], [rs, mw])
+    assert s2["eval_speedup"] == 3.7 and s2["eval_speedup_by_suite"] == {"metaworld": 3.8, "robosuite": 3.7}
+    assert regime.summarize([tmp_path / "rs-rdt"], None)["eval_speedup_by_suite"] == {}
     assert set(s["suites"]) == {"metaworld", "robosuite"}
     mw = s["suites"]["metaworld"]
     assert mw["rdt"] == {} and mw["pi0"] == {} and s["suites"]["robosuite"]["dp"] == {}

@@ -122,9 +122,10 @@ def register(sub) -> None:
     s.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders holding results.json")
     s.add_argument("--out", default="benchmarks/results/regime",
                    help="folder for summary.json, report.md and the PNGs (default: %(default)s)")
-    s.add_argument("--eval-speed", default=None, metavar="JSON",
-                   help="`ate.bench.eval_speed` result whose overall speedup is recorded (default: "
-                        "benchmarks/results/eval-speed/results.json when present, else the field is null)")
+    s.add_argument("--eval-speed", default=None, nargs="+", metavar="JSON",
+                   help="`ate.bench.eval_speed` results, one per suite, whose overall speedups are recorded, the "
+                        "lowest as eval_speedup (default: benchmarks/results/eval-speed/results.json when present, "
+                        "else the field is null)")
     s.add_argument("--steer-out", default=None, metavar="DIR",
                    help="also write issue 11's steer summary (the chosen variant vs SFT) to DIR/summary.json; each "
                         "family's ATE-best is named by the steer choice its runs recorded (runs made before that "
