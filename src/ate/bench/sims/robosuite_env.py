@@ -125,10 +125,10 @@ class RobosuiteEnv(SimEnv):
     (its own ``set_goal``), then each physics substep computes the joint-position controller's torque with
     robosuite's arithmetic and the gripper's constant command, and skips what this wrapper never reads (the
     observables, the observation dict and reward, the robot's history buffers, end-effector Jacobians). The
-    simulation is bit-identical to robosuite's ``env.step`` (``tests/test_sims_robosuite.py`` compares every
-    substep's result), 2.1–2.7× faster per action. Off, or for a controller setting it does not cover (an
-    interpolator, variable impedance, no gravity compensation, full physics), each action goes through
-    ``env.step``.
+    simulation is bit-identical to robosuite's ``env.step`` (``tests/test_sims_robosuite.py`` compares MuJoCo's
+    arrays after every action), 2.6–3.6× faster per action (IIWA, Panda Lift: 1.80 / 1.08 ms against 4.70 / 3.86).
+    Off, or for a controller setting it does not cover (an interpolator, variable impedance, no gravity
+    compensation, full physics), each action goes through ``env.step``.
 
     ``share_model`` (default on): envs of the same setting in one process share one compiled MuJoCo model (see
     ``_share_compiled_models``): a second env builds in ~0.03 s instead of 0.6 s and adds ~1 MB instead of ~120 MB.
