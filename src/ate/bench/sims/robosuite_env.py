@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 from collections import OrderedDict
 
 import mujoco
@@ -106,6 +107,15 @@ def fingerpad_geoms(model, gripper) -> list[list[str]]:
     return pads
 
 
+def _quiet_robosuite_info() -> None:
+    """robosuite logs one INFO line per env built ("Loading controller configuration from ..."): an evaluation
+    worker builds dozens. Raise its logger to WARNING, unless someone already set a level other than robosuite's
+    default INFO; its warnings still show."""
+    logger = logging.getLogger("robosuite_logs")  # robosuite.utils.log_utils.DefaultLogger's name
+    if logger.level == logging.INFO:
+        logger.setLevel(logging.WARNING)
+
+
 def _as_index(indices):
     """A slice for a contiguous ascending index list (views instead of fancy-index copies), else the array."""
     idx = np.asarray(indices, dtype=np.intp).ravel()
@@ -146,6 +156,8 @@ class RobosuiteEnv(SimEnv):
         set_headless()
         import robosuite
         from robosuite.robots import ROBOT_CLASS_MAPPING
+
+        _quiet_robosuite_info()
 
         if robot not in ROBOT_CLASS_MAPPING:
             from ate.errors import DataError
