@@ -23,6 +23,12 @@ def ok(r: subprocess.CompletedProcess) -> str:
     return r.stdout
 
 
+def help_text(*args) -> str:
+    """`ate <args> --help` as one line of words: without tyro's boxes and the wrapping."""
+    out = ok(ate(*args, "--help"))
+    return " ".join(out.translate(str.maketrans("│╭╮╰╯─", "      ")).split())
+
+
 def ok_stderr(r: subprocess.CompletedProcess) -> str:
     """The stderr (log lines) of a command that must succeed without a traceback."""
     ok(r)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 
@@ -108,13 +107,10 @@ def test_presets_and_config_validation():
 
 
 def test_cli_options_override_preset_only_where_given():
-    from ate.cli.bench import add_config_options, config_from_args
+    from ate.cli import parse_args
+    from ate.cli.bench import config_from_args
 
-    p = argparse.ArgumentParser()
-    p.add_argument("--suite", default="robosuite")
-    p.add_argument("--preset", default="quick")
-    add_config_options(p)
-    args = p.parse_args(["--seeds", "0", "1", "2", "--clamp", "none", "--sign", "flipped", "--scale", "3",
+    args = parse_args(["bench", "--seeds", "0", "1", "2", "--clamp", "none", "--sign", "flipped", "--scale", "3",
                          "--policy-config", '{"horizon": 8}', "--no-progress", "--target-robot", "IIWA",
                          "--anchor-weight", "0.25"])
     cfg = config_from_args(args)

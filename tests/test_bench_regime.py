@@ -201,14 +201,14 @@ def test_overlap_other_seeds_and_bad_input_are_refused(tmp_path):
 
 
 def test_cli_summarize_and_the_pipeline_options_still_parse(tmp_path, capsys):
-    from ate.cli import build_parser, main
+    from ate.cli import main, parse_args
 
     _write_run(tmp_path / "run", demos=(1,))
     assert main(["bench", "summarize", str(tmp_path / "run"), "--out", str(tmp_path / "out"),
                  "--eval-speed", str(tmp_path / "none.json")]) == 0
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["eval_speedup"] is None
     assert "| sft | 25.0" in capsys.readouterr().out
-    args = build_parser().parse_args(["bench", "--suite", "metaworld", "--preset", "smoke", "--seeds", "0", "1"])
+    args = parse_args(["bench", "--suite", "metaworld", "--preset", "smoke", "--seeds", "0", "1"])
     assert args.func.__name__ == "_run" and args.seeds == [0, 1]
     assert main(["bench", "summarize", str(tmp_path / "run"), str(tmp_path / "run"), "--out", str(tmp_path / "o")]) == 1
     assert "ate bench summarize: error:" in capsys.readouterr().err

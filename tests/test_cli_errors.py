@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cli_helpers import ate  # noqa: E402
+from cli_helpers import ate, help_text  # noqa: E402
 
 
 def error_line(r: subprocess.CompletedProcess, code: int) -> str:
@@ -84,16 +85,18 @@ def _walk(parser, name="ate"):
 
 def test_every_option_has_a_description():
     from ate.cli import build_parser
+    from ate.cli._tyro import _COMMANDS
 
-    options = list(_walk(build_parser()))
-    assert len(options) > 150
-    assert [(cmd, a.option_strings[0]) for cmd, a in options if not a.help] == []
+    options = [(cmd, a.option_strings[0], a.help) for cmd, a in _walk(build_parser())]
+    for prog, (command, _) in _COMMANDS.items():  # the commands whose options tyro generates
+        options += [(prog, f"--{o.name}", o.spec.help) for o in command([]).options().values()]
+    assert len(options) > 250
+    assert [(cmd, flag) for cmd, flag, text in options if not text] == []
 
 
 def test_bench_help_says_what_the_guidance_modes_do():
-    out = ate("bench", "--help").stdout.replace("\n", " ")
-    out = " ".join(out.split())  # undo argparse's wrapping
-    for text in ("--scale SCALE λ, guidance weight", "--clamp CLAMP κ, element-wise bound",
+    out = help_text("bench")
+    for text in ("--scale FLOAT λ, guidance weight", "--clamp FLOAT|none κ, element-wise bound",
                  "--sign {reference,flipped} reference = pred + λ·g",
                  "--reduction {reference,per_sample} reference = latent distance averaged over batch × Z as "
                  "published", "too weak to change actions", "--encoder-mode {sample,mean}",
@@ -124,3 +127,80 @@ def test_missing_log_backend_names_package_and_extra(backend, tmp_path):
                           "--log-to", backend, "--wandb-project", "mine"), code=1)
     assert line == f"ate align stage1: error: --log-to {backend} needs '{backend}': pip install 'align-then-steer[log]'"
     assert not (tmp_path / "run").exists()
+
+
+def _documented_commands():
+    """`ate align|policy|bench|lerobot ...` lines of the README and the results' READMEs and reports, complete ones:
+    without shell variables, placeholders, elisions or --config (whose run folder is not here)."""
+    import shlex
+
+    root = Path(__file__).parent.parent
+    files = [root / "README.md", *sorted((root / "benchmarks").rglob("*.md")), *sorted((root / "docs").rglob("*.md"))]
+    found = {}
+    for f in files:
+        text = re.sub(r"\\\n\s*", " ", f.read_text())  # shell line continuations
+        for m in re.finditer(r"(?m)(?:^\s*(?:\$ )?|`)(ate (?:align|policy|bench|lerobot) [^`\n|#]*)", text):
+            argv = shlex.split(m.group(1))[1:]
+            if not any(c in a for a in argv for c in ("$", "<", "...", "β")) and "--config" not in argv:
+                found.setdefault(m.group(1).strip(), (f.relative_to(root), argv))
+    return sorted(found.values(), key=str)
+
+
+def test_every_documented_command_still_parses(capsys):
+    """The commands the docs and the committed results were made with keep their flags: each parses, or lacks
+    only what a fragment in prose leaves out (``ate policy finetune --guidance ate``, ``ate bench summarize
+    --steer-out``)."""
+    from ate.cli import parse_args
+
+    commands = _documented_commands()
+    assert len(commands) > 100
+    failed = []
+    for where, argv in commands:
+        try:
+            parse_args(argv)
+        except SystemExit as exc:
+            err = capsys.readouterr().err.strip()
+            fragment = r"error: (missing --|the following arguments are required|argument \S+: expected one argument)"
+            if exc.code and not re.search(fragment, err):
+                failed.append((str(where), " ".join(argv), err))
+    assert failed == []
+
+
+def test_tyro_error_box_becomes_its_message():
+    """ate.cli._tyro.one_line on what tyro draws, and anything else passed through unchanged."""
+    from ate.cli._tyro import one_line
+
+    box = ("╭─ Value error ───────────────────────────────────╮\n"
+           "│ Error parsing --batch-size: must be >= 2, got 1 │\n"
+           "│ ─────────────────────────────────────────────── │\n"
+           "│ Argument helptext:                              │\n"
+           "│     --batch-size INT                            │\n"
+           "╰─────────────────────────────────────────────────╯\n")
+    assert one_line(box) == "argument --batch-size: must be >= 2, got 1"
+    unknown = ("╭─ Unrecognized options ───────────────╮\n"
+               "│ Unrecognized options: --batchsize, 3 │\n"
+               "│ ──────────────────────────────────── │\n"
+               "│ Perhaps you meant:                   │\n"
+               "│     --batch-size INT                 │\n"
+               "│         chunks per step              │\n"
+               "╰──────────────────────────────────────╯\n")
+    assert one_line(unknown) == "Unrecognized options: --batchsize, 3 (did you mean --batch-size?)"
+    assert one_line("some other\ntext\n") == "some other\ntext"
+
+
+def test_unknown_option_suggests_the_close_one():
+    line = error_line(ate("policy", "finetune", "--data", "d", "--out", "o", "--init", "i", "--scal", "3"), code=2)
+    assert line == ("ate policy finetune: error: Unrecognized options: --scal, 3 (did you mean --scale?) "
+                    "(see ate policy finetune --help)")
+
+
+def test_bench_help_shows_the_presets_values():
+    """--help of ate bench shows the values of the preset (and family) it names, which options override."""
+    from ate.bench.pipeline import BenchConfig
+
+    cfg = BenchConfig.from_preset("metaworld", "regime", policy="pi0")
+    out = help_text("bench", "--suite", "metaworld", "--preset", "regime", "--policy", "pi0")
+    assert f"--pretrain-steps INT pretraining steps (default: {cfg.pretrain_steps})" in out
+    assert f"(default: {' '.join(cfg.target_tasks)})" in out
+    quick = BenchConfig.from_preset("robosuite", "quick")
+    assert f"--pretrain-steps INT pretraining steps (default: {quick.pretrain_steps})" in help_text("bench")

@@ -78,9 +78,9 @@ def test_chunk_defaults_follow_lerobot():
 
 
 def test_cli_registers_lerobot_align():
-    from ate.cli import build_parser
+    from ate.cli import parse_args
 
-    args = build_parser().parse_args(["lerobot", "align", "--source", "s", "--target", "t", "--policy", "pi0",
+    args = parse_args(["lerobot", "align", "--source", "s", "--target", "t", "--policy", "pi0",
                                       "--out", "o", "--steps", "3"])
     assert args.policy == "pi0" and args.steps == 3 and args.horizon is None and callable(args.func)
 

@@ -1,7 +1,7 @@
 """What each config field means on the command line: a short description, its choices (taken from the
 config modules, so the CLI and the configs accept the same values) and a range check.
 
-`FIELDS[<config class name>][<field>]` is read by `ate.cli._options`; a field without an entry is a
+`FIELDS[<config class name>][<field>]` is read by `ate.cli._tyro`; a field without an entry is a
 KeyError when the parser is built, so a new config field cannot reach `--help` undocumented.
 """
 

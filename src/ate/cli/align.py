@@ -16,7 +16,7 @@ def _config_file(stage: int):
     import dataclasses
 
     from ate.align.train import AlignConfig
-    from ate.cli._options import ConfigFile
+    from ate.cli._tyro import ConfigFile
 
     def check(d: dict) -> str | None:
         if "stage" in d and d["stage"] != stage:
@@ -33,33 +33,44 @@ def _config_file(stage: int):
     return ConfigFile("run.json", keys, check)
 
 
-def register(sub) -> None:
+def _command(stage: int):
     from ate.align.train import AlignConfig
-    from ate.cli._fields import INT_GE1
-    from ate.cli._options import add_config_option, add_dataclass_options
+    from ate.cli._fields import Field
+    from ate.cli._tyro import Group, Option, TyroCommand, config_options
     from ate.data import FORMATS
+
+    own = [
+        Option("data", str, Field("dataset path (HDF5 dir/file, zarr, LeRobot root, npz, npy dir)")),
+        Option("format", str, Field("force a format instead of auto-detection", choices=("auto", *FORMATS)), "auto"),
+        Option("key", str | None, Field("per-frame field to read (default: the format's action field)"), None),
+        Option("out", str, Field("run directory (re-run the same command to resume)")),
+        Option("normalizer_from", str | None,
+               Field("take normalisation stats from a VAE / policy dir (one robot) or a Normalizer JSON instead of "
+                     "fitting them (use the policy's, so the VAE sees exactly the policy's action space)"), None),
+    ]
+    if stage == 2:
+        own.append(Option("source", str, Field("stage-1 run or model directory (its prior is the target)")))
+    return TyroCommand(f"ate align stage{stage}", DESCRIPTIONS[stage],
+                       [Group("options", own), Group("training", config_options(AlignConfig))],
+                       func=_run, config_file=_config_file(stage), config_help=CONFIG_HELP)
+
+
+DESCRIPTIONS = {1: "Stage 1: train a VAE on the source (pretraining) action chunks and summarise its latent distribution "
+                   "(the prior stage 2 aligns to).",
+                2: "Stage 2: train a fresh VAE on the target action chunks, aligned to a stage-1 prior (reverse KL + MMD)."}
+
+
+def register(sub) -> None:
+    from ate.cli._fields import INT_GE1
+    from ate.cli._tyro import register_tyro
 
     p = sub.add_parser("align", help="train the stage-1 (source) and stage-2 (target) action VAEs",
                        description="Align: stage 1 trains a VAE on source action chunks and summarises its latent "
                                    "distribution; stage 2 trains a fresh VAE on target chunks aligned to it (reverse KL).")
     stages = p.add_subparsers(dest="stage", metavar="STAGE", required=True)
-    for name, help_ in (("stage1", "VAE on the source (pretraining) data + prior summary"),
-                        ("stage2", "VAE on the target data, aligned to a stage-1 prior")):
-        s = stages.add_parser(name, help=help_)
-        add_config_option(s, _config_file(int(name[-1])), CONFIG_HELP)
-        s.add_argument("--data", required=True, help="dataset path (HDF5 dir/file, zarr, LeRobot root, npz, npy dir)")
-        s.add_argument("--format", default="auto", choices=("auto", *FORMATS),
-                       help="force a format instead of auto-detection (default: %(default)s)")
-        s.add_argument("--key", default=None, help="per-frame field to read (default: the format's action field)")
-        s.add_argument("--out", required=True, help="run directory (re-run the same command to resume)")
-        s.add_argument("--normalizer-from", default=None,
-                       help="take normalisation stats from a VAE / policy dir (one robot) or a Normalizer JSON "
-                            "instead of fitting them (use the policy's, so the VAE sees exactly the policy's action "
-                            "space)")
-        if name == "stage2":
-            s.add_argument("--source", required=True, help="stage-1 run or model directory (its prior is the target)")
-        add_dataclass_options(s, AlignConfig, group="training options")
-        s.set_defaults(func=_run)
+    for stage, help_ in ((1, "VAE on the source (pretraining) data + prior summary"),
+                         (2, "VAE on the target data, aligned to a stage-1 prior")):
+        register_tyro(stages, f"stage{stage}", help_, lambda argv, stage=stage: _command(stage))
     t = stages.add_parser("toy", help="generate a small synthetic source/target pair and run both stages + inspect")
     t.add_argument("--out", default="runs/toy-align", help="run directory (default: %(default)s)")
     t.add_argument("--steps", type=INT_GE1, default=400, help="steps per stage (default: %(default)s)")
@@ -86,7 +97,7 @@ def _run(args) -> int:
     # the options beyond AlignConfig, so that run.json is the whole command (ate align ... --config <run>)
     info = {"data": args.data, "data_format": args.format, "data_key": args.key,
             "normalizer_from": args.normalizer_from, "out": args.out}
-    if args.stage == "stage1":
+    if args.prog_name.endswith("stage1"):
         out = train_stage1(eps, args.out, cfg, normalizer=norm, run_info=info)
     else:
         out = train_stage2(eps, args.out, args.source, cfg, normalizer=norm, run_info=info)

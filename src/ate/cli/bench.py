@@ -13,33 +13,64 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import typing
 
 # not options: suite and preset have their own; steer_choice is a record the preset sets (BenchConfig)
 SKIP = {"suite", "preset", "steer_choice"}
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One `--field-name` per BenchConfig field; an option left out keeps the preset's value.
-    Options typed `X | None` accept "none"."""
+def _preset_defaults(argv: list[str]) -> dict:
+    """The values of the preset that `argv` names (its --suite, --preset, --policy), shown and used as the
+    defaults; an unknown name falls back to BenchConfig's own defaults (tyro then names the bad choice)."""
     from ate.bench.pipeline import BenchConfig
-    from ate.cli._fields import BENCH_GUIDANCE_NOTE, FIELDS
-    from ate.cli._options import add_field_option
+    from ate.errors import ATEError
 
-    hints = typing.get_type_hints(BenchConfig)
-    specs = FIELDS["BenchConfig"]
-    group = parser.add_argument_group("run options (default: the preset's value; see BenchConfig)",
-                                      BENCH_GUIDANCE_NOTE)
-    for f in dataclasses.fields(BenchConfig):
-        if f.name not in SKIP:
-            add_field_option(group, f.name, hints[f.name], specs[f.name])
+    def value(flag: str, default: str) -> str:
+        for i, a in enumerate(argv):
+            if a == flag and i + 1 < len(argv):
+                return argv[i + 1]
+            if a.startswith(flag + "="):
+                return a.split("=", 1)[1]
+        return default
+
+    policy = value("--policy", "")
+    try:
+        cfg = BenchConfig.from_preset(value("--suite", "robosuite"), value("--preset", "quick"),
+                                      **({"policy": policy} if policy in ("dp", "rdt", "pi0") else {}))
+    except (ATEError, TypeError, ValueError):
+        return {}
+    return cfg.to_dict()
+
+
+def _command(argv: list[str]):
+    from ate.bench.pipeline import BenchConfig
+    from ate.cli._fields import BENCH_GUIDANCE_NOTE, Field
+    from ate.cli._tyro import Group, Option, TyroCommand, config_options
+
+    own = [Option("suite", str, Field("simulator suite", choices=("robosuite", "metaworld")), "robosuite"),
+           Option("preset", str, Field(PRESET_HELP, choices=("smoke", "quick", "full", "regime")), "quick"),
+           Option("print_config", bool, Field("print the resolved configuration and exit"), False)]
+    run = config_options(BenchConfig, skip=SKIP, defaults=_preset_defaults(argv))
+    return TyroCommand("ate bench", DESCRIPTION + " " + BENCH_GUIDANCE_NOTE,
+                       [Group("options", own), Group("run", run)], func=_run,
+                       config_file=_config_file(), config_help=CONFIG_HELP)
+
+
+PRESET_HELP = ("budget: smoke = plumbing check (minutes, success rates meaningless); quick = smallest comparison of the "
+               "arms; full = the first published results; regime = the evidence-v2 instrument (MetaWorld: gated base, "
+               "headroom tasks, demos curve, every arm at 5 demos, test seeds; combine with --policy dp|rdt|pi0)")
+DESCRIPTION = ("Demos -> pretrain on source -> stage-1 VAE -> stage-2 VAE -> fine-tune SFT and ATE from the same "
+               "checkpoint -> evaluate on fixed seeds -> results.json, report.md, plots. Cached and resumable: re-run "
+               "the same command to continue. Run options default to the preset's values (shown for the --suite / "
+               "--preset / --policy given). After runs: `ate bench summarize RUN_DIR ...` (the regime summary) and "
+               "`ate bench headroom RUN_DIR` (the target-task rule); see their --help.")
 
 
 def config_from_args(args: argparse.Namespace):
     from ate.bench.pipeline import PRESETS, BenchConfig
 
-    given = vars(args)  # options not on the command line are absent (argparse.SUPPRESS)
-    overrides = {f.name: given[f.name] for f in dataclasses.fields(BenchConfig) if f.name not in SKIP and f.name in given}
+    given = set(args.given) | set(args.from_config)  # the rest keeps the preset's value
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchConfig)
+                 if f.name not in SKIP and f.name in given}
     # a regime run per policy family (the families do not share a folder)
     family = f"-{overrides.get('policy', PRESETS.get((args.suite, args.preset), {}).get('policy', 'dp'))}" \
         if args.preset == "regime" else ""
@@ -83,7 +114,7 @@ CONFIG_HELP = ("JSON config of an earlier run: its config.json or results.json (
 def _config_file():
     """config.json (`BenchConfig.to_dict()`) -> the options of `ate bench` (one per field, same names)."""
     from ate.bench.pipeline import BenchConfig
-    from ate.cli._options import ConfigFile
+    from ate.cli._tyro import ConfigFile
 
     def select(d: dict) -> dict:  # results.json holds the run's config under "config"
         results = str(d.get("schema", "")).startswith("ate.bench.results") and isinstance(d.get("config"), dict)
@@ -95,23 +126,10 @@ def _config_file():
 
 
 def register(sub) -> None:
-    from ate.cli._options import add_config_option
+    from ate.cli._tyro import register_tyro
 
-    p = sub.add_parser("bench", help="simulator benchmark: SFT vs ATE (vs scratch) on robosuite / MetaWorld",
-                       description="Demos -> pretrain on source -> stage-1 VAE -> stage-2 VAE -> fine-tune SFT and ATE from "
-                                   "the same checkpoint -> evaluate on fixed seeds -> results.json, report.md, plots. "
-                                   "Cached and resumable: re-run the same command to continue.")
-    p.add_argument("--suite", choices=["robosuite", "metaworld"], default="robosuite",
-                   help="simulator suite (default: %(default)s)")
-    p.add_argument("--preset", choices=["smoke", "quick", "full", "regime"], default="quick",
-                   help="budget: smoke = plumbing check (minutes, success rates meaningless); quick = smallest "
-                        "comparison of the arms; full = the first published results; regime = the evidence-v2 "
-                        "instrument (MetaWorld: gated base, headroom tasks, demos curve, every arm at 5 demos, test "
-                        "seeds; combine with --policy dp|rdt|pi0) (default: %(default)s)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
-    add_config_option(p, _config_file(), CONFIG_HELP)
-    add_config_options(p)
-    p.set_defaults(func=_run)
+    p = register_tyro(sub, "bench", "simulator benchmark: SFT vs ATE (vs scratch) on robosuite / MetaWorld", _command,
+                      subcommands=("summarize", "headroom"))
     sub2 = p.add_subparsers(dest="bench_command", metavar="{summarize,headroom}", required=False,
                             title="after runs (leave out to run the pipeline)")
     s = sub2.add_parser("summarize", help="regime summary of finished runs: summary.json, report.md, plots",

@@ -13,31 +13,40 @@ import argparse
 NORM_MODES = ("MIN_MAX", "MEAN_STD", "QUANTILES", "QUANTILE10")
 
 
-def register(sub) -> None:
+def _align_command(argv: list[str]):
     from ate.align.train import AlignConfig
-    from ate.cli._fields import INT_GE1
-    from ate.cli._options import add_dataclass_options
+    from ate.cli._fields import Field
+    from ate.cli._options import number
+    from ate.cli._tyro import Group, Option, TyroCommand, config_options
+
+    own = [Option("source", str, Field("source (pretraining) LeRobotDataset root (v3.0 or v2.1)")),
+           Option("target", str, Field("target (fine-tuning) LeRobotDataset root")),
+           Option("policy", str, Field("LeRobot policy family whose normalisation and chunk length the VAEs must use",
+                                       choices=("diffusion", "pi0", "pi05", "smolvla"))),
+           Option("out", str, Field("run directory: OUT/stage1, OUT/stage2 (re-run to resume)")),
+           Option("horizon", int | None, Field("chunk length = the policy's --policy.horizon (diffusion) / "
+                                               "--policy.chunk_size (pi0 family); default: LeRobot's default for "
+                                               "--policy", number(int, lo=1, none=True)), None),
+           Option("norm_mode", str | None, Field("ACTION normalisation if you changed the policy's "
+                                                 "normalization_mapping (default: the policy's)", choices=NORM_MODES),
+                  None),
+           Option("key", str, Field("per-frame action field"), "action")]
+    return TyroCommand("ate lerobot align", "Train both action VAEs straight from LeRobotDataset roots, in the action space the LeRobot policy "
+                       "trains in (its meta/stats.json normalisation and chunk length)",
+                       [Group("options", own),
+                        Group("training", config_options(AlignConfig, skip={"horizon", "normalization"}))],
+                       func=_align)
+
+
+def register(sub) -> None:
+    from ate.cli._tyro import register_tyro
 
     p = sub.add_parser("lerobot", help="LeRobot integration: train the VAEs from LeRobotDataset roots",
                        description="LeRobot integration. The policy types ate_diffusion / ate_pi0 / ate_pi05 / "
                                    "ate_smolvla run inside LeRobot's own environment (scripts/lerobot_env.sh), which "
                                    "installs the lerobot_policy_ate plugin that lerobot-train registers by itself.")
     cmds = p.add_subparsers(dest="lerobot_command", metavar="COMMAND", required=True)
-    a = cmds.add_parser("align", help="stage-1 VAE on the source root, stage-2 VAE on the target root",
-                        description=__doc__.splitlines()[0])
-    a.add_argument("--source", required=True, help="source (pretraining) LeRobotDataset root (v3.0 or v2.1)")
-    a.add_argument("--target", required=True, help="target (fine-tuning) LeRobotDataset root")
-    a.add_argument("--policy", required=True, choices=("diffusion", "pi0", "pi05", "smolvla"),
-                   help="LeRobot policy family whose normalisation and chunk length the VAEs must use")
-    a.add_argument("--out", required=True, help="run directory: OUT/stage1, OUT/stage2 (re-run to resume)")
-    a.add_argument("--horizon", type=INT_GE1, default=None,
-                   help="chunk length = the policy's --policy.horizon (diffusion) / --policy.chunk_size "
-                        "(pi0 family); default: LeRobot's default for --policy")
-    a.add_argument("--norm-mode", choices=NORM_MODES, default=None,
-                   help="ACTION normalisation if you changed the policy's normalization_mapping")
-    a.add_argument("--key", default="action", help="per-frame action field (default: action)")
-    add_dataclass_options(a, AlignConfig, skip={"horizon", "normalization"}, group="training options")
-    a.set_defaults(func=_align)
+    register_tyro(cmds, "align", "stage-1 VAE on the source root, stage-2 VAE on the target root", _align_command)
 
 
 def _align(args: argparse.Namespace) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 
@@ -37,7 +36,7 @@ def _config_file(mode: str):
     """train_config.json (`ate.policies.train`) -> the options of `ate policy <mode>`."""
     import dataclasses
 
-    from ate.cli._options import ConfigFile
+    from ate.cli._tyro import ConfigFile
     from ate.policies.train import TrainConfig
 
     def check(d: dict) -> str | None:
@@ -61,52 +60,78 @@ def _config_file(mode: str):
     return ConfigFile("train_config.json", keys, check, json_text=frozenset({"policy_config"}))
 
 
-def register(sub) -> None:
-    from ate.cli._fields import ANCHOR_HELP, FINITE_NONNEG, GUIDANCE, GUIDANCE_NOTE, INT_GE1
-    from ate.cli._options import add_config_option, add_dataclass_options, add_field_option, number
+def _data_options() -> list:
+    from ate.cli._fields import Field
+    from ate.cli._tyro import Option
+
+    return [Option("state_key", str, Field("per-frame observation field"), "observations/state"),
+            Option("action_key", str, Field("per-frame action field"), "action"),
+            Option("resume", bool, Field("continue from OUT/checkpoints/last when present"), True)]
+
+
+def _training_group():
+    from ate.cli._tyro import Group, config_options
     from ate.policies.train import TrainConfig
+
+    return Group("training", config_options(TrainConfig))
+
+
+def _pretrain_command(argv: list[str]):
+    from ate.cli._fields import Field
+    from ate.cli._tyro import Group, Option, TyroCommand
+
+    own = [Option("data", list[str], Field("dataset path(s); robots from the episodes' 'robot' attr")),
+           Option("out", str, Field("run directory (re-run to resume)")),
+           Option("policy", str, Field("family: dp = DDPM eps-prediction 1-D UNet, rdt = x0-prediction DiT, pi0 = flow "
+                                       "matching", choices=("dp", "rdt", "pi0", "dp_unet", "rdt_dit", "pi0_flow")), "dp"),
+           Option("policy_config", str | None, Field('JSON overrides, e.g. \'{"horizon": 16, "state_dim": 64}\', or '
+                                                     'a JSON file'), None, metavar="JSON"),
+           *_data_options()]
+    return TyroCommand("ate policy pretrain", "Train a fresh policy on source datasets.",
+                       [Group("options", own), _training_group()], func=_pretrain,
+                       config_file=_config_file("pretrain"), config_help=CONFIG_HELP)
+
+
+def _finetune_command(argv: list[str]):
+    from ate.cli._fields import ANCHOR_HELP, FINITE_NONNEG, GUIDANCE, GUIDANCE_NOTE, INT_GE1, Field
+    from ate.cli._options import number
+    from ate.cli._tyro import Group, Option, TyroCommand
+
+    own = [Option("data", list[str], Field("target dataset path(s), one robot")),
+           Option("out", str, Field("run directory (re-run to resume)")),
+           Option("init", str, Field("pretrained policy (model dir or pretrain run dir)")),
+           Option("guidance", str, Field("off = plain fine-tuning (SFT); ate = add the latent guidance term (needs "
+                                         "--vae)", choices=("off", "ate")), "off"),
+           Option("vae", str | None, Field("adaptation VAE directory (ate align stage2), for --guidance ate"), None),
+           Option("adapter", str, Field("full: every weight trains; lora: peft LoRA adapters on every Linear / Conv1d "
+                                        "(merged into the saved model), the parameter-efficient baseline",
+                                        choices=("full", "lora")), "full"),
+           Option("lora_rank", int, Field("LoRA rank r", INT_GE1), 8),
+           Option("lora_alpha", float | None, Field("LoRA scale numerator (scale alpha / r; default 2r)",
+                                                    number(float, lo=0, lo_open=True, none=True)), None),
+           Option("anchor_weight", float, Field(ANCHOR_HELP, FINITE_NONNEG), 0.0),
+           Option("normalizer", str | None, Field("target action stats from a VAE dir / policy dir / Normalizer JSON "
+                                                  "(give both arms the same)"), None),
+           *_data_options()]
+    guidance = [Option(name, type(default) if default is not None else float | None, GUIDANCE[name], default)
+                for name, default in GUIDANCE_DEFAULTS]
+    return TyroCommand("ate policy finetune", "Fine-tune a pretrained policy on target data: plain (SFT) or with ATE's "
+                                              "latent guidance. " + GUIDANCE_NOTE,
+                       [Group("options", own), Group("ate_guidance", guidance), _training_group()], func=_finetune,
+                       config_file=_config_file("finetune"), config_help=CONFIG_HELP)
+
+
+def register(sub) -> None:
+    from ate.cli._fields import INT_GE1
+    from ate.cli._tyro import register_tyro
 
     p = sub.add_parser("policy", help="pretrain / fine-tune (plain or ATE) / run the reference policies",
                        description="Reference policies: dp (DDPM eps-prediction, 1-D conv UNet), rdt (x0-prediction "
                                    "DiT, unified 128 slots), pi0 (openpi flow matching, transformer action expert).")
     cmds = p.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
 
-    s = cmds.add_parser("pretrain", help="train a fresh policy on source datasets")
-    add_config_option(s, _config_file("pretrain"), CONFIG_HELP)
-    s.add_argument("--data", nargs="+", required=True, help="dataset path(s); robots from the episodes' 'robot' attr")
-    s.add_argument("--out", required=True, help="run directory (re-run to resume)")
-    s.add_argument("--policy", default="dp", choices=("dp", "rdt", "pi0", "dp_unet", "rdt_dit", "pi0_flow"),
-                   help="family: dp = DDPM eps-prediction 1-D UNet, rdt = x0-prediction DiT, pi0 = flow matching "
-                        "(default: %(default)s)")
-    s.add_argument("--policy-config", default=None, help='JSON overrides, e.g. \'{"horizon": 16, "state_dim": 64}\'')
-    _data_opts(s)
-    add_dataclass_options(s, TrainConfig, group="training options")
-    s.set_defaults(func=_pretrain)
-
-    f = cmds.add_parser("finetune", help="fine-tune a pretrained policy on target data, --guidance off|ate")
-    add_config_option(f, _config_file("finetune"), CONFIG_HELP)
-    f.add_argument("--data", nargs="+", required=True, help="target dataset path(s), one robot")
-    f.add_argument("--out", required=True, help="run directory (re-run to resume)")
-    f.add_argument("--init", required=True, help="pretrained policy (model dir or pretrain run dir)")
-    f.add_argument("--guidance", choices=["off", "ate"], default="off",
-                   help="off = plain fine-tuning (SFT); ate = add the latent guidance term (needs --vae) "
-                        "(default: %(default)s)")
-    f.add_argument("--vae", default=None, help="adaptation VAE directory (ate align stage2), for --guidance ate")
-    guidance = f.add_argument_group("guidance options (--guidance ate)", GUIDANCE_NOTE)
-    for name, default in GUIDANCE_DEFAULTS:
-        add_field_option(guidance, name, type(default) if default is not None else float, GUIDANCE[name], default)
-    f.add_argument("--adapter", choices=["full", "lora"], default="full",
-                   help="full: every weight trains; lora: peft LoRA adapters on every Linear / Conv1d (merged into the "
-                        "saved model), the parameter-efficient baseline (default: %(default)s)")
-    f.add_argument("--lora-rank", type=INT_GE1, default=8, help="LoRA rank r (default: %(default)s)")
-    f.add_argument("--lora-alpha", type=number(float, lo=0, lo_open=True, none=True), default=None,
-                   help="LoRA scale numerator (scale alpha / r; default 2r)")
-    f.add_argument("--anchor-weight", type=FINITE_NONNEG, default=0.0, help=ANCHOR_HELP + " (default: %(default)s)")
-    f.add_argument("--normalizer", default=None,
-                   help="target action stats from a VAE dir / policy dir / Normalizer JSON (give both arms the same)")
-    _data_opts(f)
-    add_dataclass_options(f, TrainConfig, group="training options")
-    f.set_defaults(func=_finetune)
+    register_tyro(cmds, "pretrain", "train a fresh policy on source datasets", _pretrain_command)
+    register_tyro(cmds, "finetune", "fine-tune a pretrained policy on target data, --guidance off|ate", _finetune_command)
 
     q = cmds.add_parser("predict", help="sample action chunks for the first state of each episode of a dataset")
     q.add_argument("--policy", required=True, help="model dir or run dir")
@@ -141,13 +166,6 @@ def register(sub) -> None:
     n.add_argument("--robot", default=None, help="robot to export (default: the policy's default robot)")
     n.add_argument("--out", required=True, help="Normalizer JSON file to write")
     n.set_defaults(func=_normalizer)
-
-
-def _data_opts(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--state-key", default="observations/state", help="per-frame observation field")
-    s.add_argument("--action-key", default="action", help="per-frame action field")
-    s.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="continue from OUT/checkpoints/last when present")
 
 
 def _check_out(args) -> None:
