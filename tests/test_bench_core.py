@@ -164,11 +164,11 @@ def test_write_large_npy_is_readable(tmp_path):
 
 
 def test_cli_registers_bench_core():
-    from ate.cli import build_parser
+    from ate.cli import parse_args
 
-    args = build_parser().parse_args(["bench-core", "--quick", "--parts", "guidance", "--out", "x"])
+    args = parse_args(["bench-core", "--quick", "--parts", "guidance", "--out", "x"])
     assert args.quick and args.parts == ["guidance"] and callable(args.func)
-    args = build_parser().parse_args(["bench-core", "--parts", "guidance_sweep", "--sweep-sizes", "48,96", "256,512,1024"])
+    args = parse_args(["bench-core", "--parts", "guidance_sweep", "--sweep-sizes", "48,96", "256,512,1024"])
     assert args.parts == ["guidance_sweep"] and args.sweep_sizes == ["48,96", "256,512,1024"] and args.merge
 
 

@@ -88,7 +88,7 @@ def test_every_option_has_a_description():
     from ate.cli._tyro import _COMMANDS
 
     options = [(cmd, a.option_strings[0], a.help) for cmd, a in _walk(build_parser())]
-    for prog, (command, _) in _COMMANDS.items():  # the commands whose options tyro generates
+    for prog, command in _COMMANDS.items():  # the commands whose options tyro generates
         options += [(prog, f"--{o.name}", o.spec.help) for o in command([]).options().values()]
     assert len(options) > 250
     assert [(cmd, flag) for cmd, flag, text in options if not text] == []
@@ -160,7 +160,7 @@ def test_every_documented_command_still_parses(capsys):
             parse_args(argv)
         except SystemExit as exc:
             err = capsys.readouterr().err.strip()
-            fragment = r"error: (missing --|the following arguments are required|argument \S+: expected one argument)"
+            fragment = r"error: (missing |Missing value for argument |the following arguments are required)"
             if exc.code and not re.search(fragment, err):
                 failed.append((str(where), " ".join(argv), err))
     assert failed == []
@@ -185,6 +185,18 @@ def test_tyro_error_box_becomes_its_message():
                "│         chunks per step              │\n"
                "╰──────────────────────────────────────╯\n")
     assert one_line(unknown) == "Unrecognized options: --batchsize, 3 (did you mean --batch-size?)"
+    # on a terminal tyro colours the box (the message must not keep the escape codes)
+    red = "".join(f"\x1b[31m{c}\x1b[0m" if c in "╭╮╰╯│─" else c for c in box)
+    assert one_line(red.replace("Error parsing", "\x1b[91;1mError parsing\x1b[0m")) == one_line(box)
+    # when stdout is not UTF-8 (as under pytest's capture) tyro draws a title, an ASCII rule and indented lines
+    ascii_ = (" Required options                 \n"
+              " -------------------------------- \n"
+              "  Missing from ate bench headroom:\n"
+              "      RUN_DIR                     \n"
+              "          run folder (required)   \n"
+              "  --------------------------------\n"
+              "  For full helptext, run:         \n")
+    assert one_line(ascii_) == "missing RUN_DIR"
     assert one_line("some other\ntext\n") == "some other\ntext"
 
 

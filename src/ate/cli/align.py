@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
-
 CONFIG_HELP = ("JSON config of an earlier run: its run.json, or the run folder. Its values become the defaults, "
                "options given here override them. Without --out the run writes into the out dir the config names, "
                "which is only allowed when that run has a checkpoint to resume (it then continues, e.g. with a larger "
@@ -61,7 +58,6 @@ DESCRIPTIONS = {1: "Stage 1: train a VAE on the source (pretraining) action chun
 
 
 def register(sub) -> None:
-    from ate.cli._fields import INT_GE1
     from ate.cli._tyro import register_tyro
 
     p = sub.add_parser("align", help="train the stage-1 (source) and stage-2 (target) action VAEs",
@@ -71,12 +67,20 @@ def register(sub) -> None:
     for stage, help_ in ((1, "VAE on the source (pretraining) data + prior summary"),
                          (2, "VAE on the target data, aligned to a stage-1 prior")):
         register_tyro(stages, f"stage{stage}", help_, lambda argv, stage=stage: _command(stage))
-    t = stages.add_parser("toy", help="generate a small synthetic source/target pair and run both stages + inspect")
-    t.add_argument("--out", default="runs/toy-align", help="run directory (default: %(default)s)")
-    t.add_argument("--steps", type=INT_GE1, default=400, help="steps per stage (default: %(default)s)")
-    t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                   help="progress bars on a terminal, else log lines (default: %(default)s)")
-    t.set_defaults(func=_toy)
+    register_tyro(stages, "toy", "generate a small synthetic source/target pair and run both stages + inspect",
+                  _toy_command)
+
+
+def _toy_command(argv: list[str]):
+    from ate.cli._fields import INT_GE1
+    from ate.cli._tyro import option, simple_command
+
+    return simple_command("ate align toy", "Generate a small synthetic source / target pair, run both stages on it and "
+                                           "inspect the alignment (a minute on a CPU).", [
+        option("out", str, "run directory", "runs/toy-align"),
+        option("steps", int, "steps per stage", 400, type=INT_GE1),
+        option("progress", bool, "progress bars on a terminal, else log lines", True),
+    ], _toy)
 
 
 def _run(args) -> int:

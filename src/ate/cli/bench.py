@@ -128,37 +128,46 @@ def _config_file():
 def register(sub) -> None:
     from ate.cli._tyro import register_tyro
 
-    p = register_tyro(sub, "bench", "simulator benchmark: SFT vs ATE (vs scratch) on robosuite / MetaWorld", _command,
-                      subcommands=("summarize", "headroom"))
+    p = register_tyro(sub, "bench", "simulator benchmark: SFT vs ATE (vs scratch) on robosuite / MetaWorld", _command)
     sub2 = p.add_subparsers(dest="bench_command", metavar="{summarize,headroom}", required=False,
                             title="after runs (leave out to run the pipeline)")
-    s = sub2.add_parser("summarize", help="regime summary of finished runs: summary.json, report.md, plots",
-                        description="Collect finished `ate bench` runs per suite × policy family: success vs target "
-                                    "demos per arm with CIs, paired differences to SFT, the base-policy gate, the "
-                                    "guidance profile by noise level. Runs of one suite × family merge when their "
-                                    "numbers of demos are disjoint.")
-    s.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders holding results.json")
-    s.add_argument("--out", default="benchmarks/results/regime",
-                   help="folder for summary.json, report.md and the PNGs (default: %(default)s)")
-    s.add_argument("--eval-speed", default=None, nargs="+", metavar="JSON",
-                   help="`ate.bench.eval_speed` results, one per suite, whose overall speedups are recorded, the "
-                        "lowest as eval_speedup (default: benchmarks/results/eval-speed/results.json when present, "
-                        "else the field is null)")
-    s.add_argument("--steer-out", default=None, metavar="DIR",
-                   help="also write issue 11's steer summary (the chosen variant vs SFT) to DIR/summary.json; each "
-                        "family's ATE-best is named by the steer choice its runs recorded (runs made before that "
-                        "record: the committed choice their guidance options match, the family's own or dp's)")
-    s.set_defaults(func=_summarize)
-    h = sub2.add_parser("headroom", help="the target-task rule: tasks where SFT lies in the headroom band",
-                        description="Apply the evidence protocol's written rule to a finished run scored on validation "
-                                    "seeds: keep the target tasks on which SFT's success at the headline number of demos "
-                                    "lies in the band (default 15-85 %%). Prints the table and writes headroom.json.")
-    h.add_argument("run", metavar="RUN_DIR", help="run folder holding results.json (validation seeds)")
-    h.add_argument("--n-demos", type=int, default=None, help="number of target demos (default: the run's headline)")
-    h.add_argument("--band", type=_band_value, nargs=2, default=None, metavar=("LOW", "HIGH"),
-                   help="SFT success band in percent (default: 15 85)")
-    h.add_argument("--out", default=None, help="folder for headroom.json (default: the run folder)")
-    h.set_defaults(func=_headroom)
+    register_tyro(sub2, "summarize", "regime summary of finished runs: summary.json, report.md, plots", _summarize_command)
+    register_tyro(sub2, "headroom", "the target-task rule: tasks where SFT lies in the headroom band", _headroom_command)
+
+
+def _summarize_command(argv: list[str]):
+    from ate.cli._tyro import option, simple_command
+
+    return simple_command("ate bench summarize", "Collect finished `ate bench` runs per suite × policy family: success "
+                                                 "vs target demos per arm with CIs, paired differences to SFT, the "
+                                                 "base-policy gate, the guidance profile by noise level. Runs of one "
+                                                 "suite × family merge when their numbers of demos are disjoint.", [
+        option("runs", list[str], "run folders holding results.json", positional=True, metavar="RUN_DIR"),
+        option("out", str, "folder for summary.json, report.md and the PNGs", "benchmarks/results/regime"),
+        option("eval_speed", list[str] | None, "`ate.bench.eval_speed` results, one per suite, whose overall speedups "
+                                               "are recorded, the lowest as eval_speedup (default: "
+                                               "benchmarks/results/eval-speed/results.json when present, else the "
+                                               "field is null)", None, metavar="JSON"),
+        option("steer_out", str | None, "also write issue 11's steer summary (the chosen variant vs SFT) to "
+                                        "DIR/summary.json; each family's ATE-best is named by the steer choice its runs "
+                                        "recorded (runs made before that record: the committed choice their guidance "
+                                        "options match, the family's own or dp's)", None, metavar="DIR"),
+    ], _summarize)
+
+
+def _headroom_command(argv: list[str]):
+    from ate.cli._tyro import option, simple_command
+
+    return simple_command("ate bench headroom", "Apply the evidence protocol's written rule to a finished run scored on "
+                                                "validation seeds: keep the target tasks on which SFT's success at the "
+                                                "headline number of demos lies in the band (default 15-85 %). Prints "
+                                                "the table and writes headroom.json.", [
+        option("run", str, "run folder holding results.json (validation seeds)", positional=True, metavar="RUN_DIR"),
+        option("n_demos", int | None, "number of target demos (default: the run's headline)", None),
+        option("band", tuple[float, float] | None, "SFT success band in percent (default: 15 85)", None,
+               type=_band_value, metavar="LOW HIGH"),
+        option("out", str | None, "folder for headroom.json (default: the run folder)", None),
+    ], _headroom)
 
 
 def _command_line() -> str:
@@ -185,10 +194,13 @@ def _run(args) -> int:
 
 
 def _band_value(text: str) -> float:
-    v = float(text)
+    v = float(text)  # ValueError: "invalid float value"
     if not 0 <= v <= 100:
         raise argparse.ArgumentTypeError(f"must be a percentage in [0, 100], got {text}")
     return v
+
+
+_band_value.__name__ = "float"
 
 
 def _headroom(args) -> int:

@@ -2,39 +2,48 @@
 
 from __future__ import annotations
 
-import argparse
-
 PARTS = ("throughput", "guidance", "guidance_sweep", "memory")
 DEFAULT_PARTS = ("throughput", "guidance", "memory")
 
 
-def register(sub) -> None:
+def _command(argv: list[str]):
     from ate.cli._fields import INT_GE1
+    from ate.cli._tyro import option, simple_command
 
-    p = sub.add_parser("bench-core", help="VAE training throughput, guidance overhead ratio, stage-1 peak RSS",
-                       description="Measure the core figures and write results.json, report.md and figures.png. "
-                                   "Record the machine load: on a shared machine absolute times are pessimistic.")
-    p.add_argument("--out", default="benchmarks/results/core", help="output directory (default: %(default)s)")
-    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(DEFAULT_PARTS),
-                   help="which figures to measure (default: %(default)s; guidance_sweep = overhead vs denoiser size)")
-    p.add_argument("--threads", type=INT_GE1, default=2, help="torch.set_num_threads (default: %(default)s)")
-    p.add_argument("--quick", action=argparse.BooleanOptionalAction, default=False,
-                   help="tiny sizes for a smoke run (seconds; numbers not meaningful)")
-    p.add_argument("--memory-episodes", type=INT_GE1, default=10_000, help="episodes of the large dataset")
-    p.add_argument("--memory-length", type=INT_GE1, default=1000, help="frames per episode of the large dataset")
-    p.add_argument("--memory-steps", type=INT_GE1, default=200, help="stage-1 steps on the large dataset")
-    p.add_argument("--memory-workdir", default=None,
-                   help="where to write the large dataset (default: a temporary dir; deleted afterwards)")
-    p.add_argument("--throughput-steps", type=INT_GE1, default=None, help="timed steps per small-preset run (default 8)")
-    p.add_argument("--guidance-repeats", type=INT_GE1, default=None, help="interleaved pairs per variant (default 8)")
-    p.add_argument("--sweep-sizes", nargs="+", default=None, metavar="DIMS",
-                   help="UNet down_dims of the guidance sweep, comma-separated per size, e.g. 48,96 256,512,1024 "
-                        "(default: 0.6 / 3.9 / 15 / 62 M params)")
-    p.add_argument("--merge", action=argparse.BooleanOptionalAction, default=True,
-                   help="keep the parts of an existing OUT/results.json not measured in this run (default: on)")
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
-                   help="reuse the parts already in OUT/results.partial.json, measure the rest")
-    p.set_defaults(func=_run)
+    return simple_command("ate bench-core", "Measure the core figures and write results.json, report.md and "
+                                            "figures.png. Record the machine load: on a shared machine absolute times "
+                                            "are pessimistic.", [
+        option("out", str, "output directory", "benchmarks/results/core"),
+        option("parts", list[str], "which figures to measure (guidance_sweep = overhead vs denoiser size)",
+               list(DEFAULT_PARTS), choices=PARTS),
+        option("threads", int, "torch.set_num_threads", 2, type=INT_GE1),
+        option("quick", bool, "tiny sizes for a smoke run (seconds; numbers not meaningful)", False),
+        option("memory_episodes", int, "episodes of the large dataset", 10_000, type=INT_GE1),
+        option("memory_length", int, "frames per episode of the large dataset", 1000, type=INT_GE1),
+        option("memory_steps", int, "stage-1 steps on the large dataset", 200, type=INT_GE1),
+        option("memory_workdir", str | None, "where to write the large dataset (default: a temporary dir; deleted "
+                                             "afterwards)", None),
+        option("throughput_steps", int | None, "timed steps per small-preset run (default 8)", None, type=INT_GE1),
+        option("guidance_repeats", int | None, "interleaved pairs per variant (default 8)", None, type=INT_GE1),
+        option("sweep_sizes", list[str] | None, "UNet down_dims of the guidance sweep, comma-separated per size, e.g. "
+                                                "48,96 256,512,1024 (default: 0.6 / 3.9 / 15 / 62 M params)", None,
+               type=_dims, metavar="DIMS"),
+        option("merge", bool, "keep the parts of an existing OUT/results.json not measured in this run", True),
+        option("resume", bool, "reuse the parts already in OUT/results.partial.json, measure the rest", False),
+    ], _run)
+
+
+def _dims(text: str) -> str:
+    """One size of --sweep-sizes: comma-separated positive integers (kept as text; split when running)."""
+    if not all(d.isdigit() and int(d) > 0 for d in text.split(",")):
+        raise ValueError(f"expected comma-separated positive integers, got {text!r}")
+    return text
+
+
+def register(sub) -> None:
+    from ate.cli._tyro import register_tyro
+
+    register_tyro(sub, "bench-core", "VAE training throughput, guidance overhead ratio, stage-1 peak RSS", _command)
 
 
 def _run(args) -> int:
@@ -43,12 +52,7 @@ def _run(args) -> int:
 
     from ate.bench.core import run_core_bench
 
-    if args.threads < 1:
-        raise SystemExit("ate bench-core: --threads must be >= 1")
-    try:
-        sizes = [tuple(int(d) for d in s.split(",")) for s in args.sweep_sizes] if args.sweep_sizes else None
-    except ValueError:
-        raise SystemExit(f"ate bench-core: --sweep-sizes must be comma-separated integers, got {args.sweep_sizes}")
+    sizes = [tuple(int(d) for d in s.split(",")) for s in args.sweep_sizes] if args.sweep_sizes else None
     command = "ate " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "ate bench-core"
     res = run_core_bench(args.out, parts=tuple(args.parts), threads=args.threads, quick=args.quick, command=command,
                          memory_episodes=args.memory_episodes, memory_length=args.memory_length,

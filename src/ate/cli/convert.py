@@ -1,18 +1,27 @@
 """`ate convert`: reference trainer state dict (.pt/.pth) -> ate safetensors checkpoint."""
 
 
-def register(sub) -> None:
+def _command(argv: list[str]):
     from ate.cli._fields import INT_GE1
+    from ate.cli._tyro import option, simple_command
 
-    p = sub.add_parser("convert", help="convert a reference ATE VAE state dict to an ate checkpoint")
-    p.add_argument("checkpoint", help="reference .pt/.pth file (torch.save of the state dict)")
-    p.add_argument("--out", required=True, help="model directory to write (what load_aligned_vae reads)")
-    p.add_argument("--horizon", type=INT_GE1, required=True, help="chunk length the VAE was trained on")
-    p.add_argument("--num-heads", type=INT_GE1, default=4, help="attention heads (not visible in shapes; reference 4)")
-    p.add_argument("--data", default=None, help="optional dataset: fit normalisation stats and an aggregate prior on it")
-    p.add_argument("--normalization", choices=("minmax", "meanstd"), default="minmax",
-                   help="stats fitted on --data: minmax = [-1, 1] (DP), meanstd (pi0) (default: %(default)s)")
-    p.set_defaults(func=_run)
+    return simple_command("ate convert", "Convert a reference ATE VAE state dict (.pt / .pth, torch.save of the "
+                                         "reference trainer) to an ate checkpoint (safetensors + JSON config).", [
+        option("checkpoint", str, "reference .pt/.pth file (torch.save of the state dict)", positional=True,
+               metavar="CHECKPOINT"),
+        option("out", str, "model directory to write (what load_aligned_vae reads)"),
+        option("horizon", int, "chunk length the VAE was trained on", type=INT_GE1),
+        option("num_heads", int, "attention heads (not visible in shapes; reference 4)", 4, type=INT_GE1),
+        option("data", str | None, "optional dataset: fit normalisation stats and an aggregate prior on it", None),
+        option("normalization", str, "stats fitted on --data: minmax = [-1, 1] (DP), meanstd (pi0)", "minmax",
+               choices=("minmax", "meanstd")),
+    ], _run)
+
+
+def register(sub) -> None:
+    from ate.cli._tyro import register_tyro
+
+    register_tyro(sub, "convert", "convert a reference ATE VAE state dict to an ate checkpoint", _command)
 
 
 def _run(args) -> int:

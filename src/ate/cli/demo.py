@@ -10,20 +10,28 @@ rebuilds the report.
 from __future__ import annotations
 
 
-def register(sub) -> None:
+def _command(argv: list[str]):
     from ate.cli._fields import INT_GE1
+    from ate.cli._tyro import option, simple_command
 
-    p = sub.add_parser("demo", help="quick cross-embodiment demo: SFT vs ATE (paper) vs ATE (chosen) on robosuite "
-                                    "(about 10 min on 2 cores)",
-                       description="Pretrain a small Diffusion Policy on Panda + IIWA (joint-space actions), adapt it to "
-                                   "UR5e with 5 demos by plain fine-tuning (SFT), by ATE with the paper's guidance and by "
-                                   "ATE with the guidance chosen on validation seeds, evaluate all three on the same "
-                                   "seeds, print the table and the guidance strength, write the plots.")
-    p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
-    p.add_argument("--preset", choices=["smoke", "quick"], default="quick", help="smoke: a 2-minute plumbing check")
-    p.add_argument("--workers", type=INT_GE1, default=2, help="processes for demos and evaluation")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_run)
+    return simple_command("ate demo", "Pretrain a small Diffusion Policy on Panda + IIWA (joint-space actions), adapt "
+                                      "it to UR5e with 5 demos by plain fine-tuning (SFT), by ATE with the paper's "
+                                      "guidance and by ATE with the guidance chosen on validation seeds, evaluate all "
+                                      "three on the same seeds, print the table and the guidance strength, write the "
+                                      "plots.", [
+        option("out", str, "run directory", "runs/demo"),
+        option("preset", str, "quick: the demo (about 10 min on 2 cores); smoke: a 2-minute plumbing check", "quick",
+               choices=("smoke", "quick")),
+        option("workers", int, "processes for demos and evaluation", 2, type=INT_GE1),
+        option("quiet", bool, "no progress bars", False),
+    ], _run)
+
+
+def register(sub) -> None:
+    from ate.cli._tyro import register_tyro
+
+    register_tyro(sub, "demo", "quick cross-embodiment demo: SFT vs ATE (paper) vs ATE (chosen) on robosuite "
+                               "(about 10 min on 2 cores)", _command)
 
 
 def verdict(diff: float, ci: list[float], name: str) -> str:

@@ -1,24 +1,29 @@
 """`ate inspect`: latent projection + reconstruction errors of an aligned VAE."""
 
 
-def register(sub) -> None:
+def _command(argv: list[str]):
     from ate.cli._fields import INT_GE1
+    from ate.cli._tyro import option, simple_command
 
-    p = sub.add_parser("inspect", help="plot source/target latents, the prior summary and reconstruction errors")
-    p.add_argument("--model", required=True, help="VAE run or model dir (usually stage 2)")
-    p.add_argument("--data", required=True, help="dataset of that VAE (target data)")
-    p.add_argument("--source", default=None, help="stage-1 run or model dir to plot alongside")
-    p.add_argument("--source-data", default=None, help="source dataset (with --source)")
-    p.add_argument("--method", choices=("pca", "tsne"), default="pca",
-                   help="2-D projection of the latents (default: %(default)s)")
-    p.add_argument("--tsne-prior", choices=("joint", "omit"), default="joint",
-                   help="with --method tsne: embed the prior samples in the same t-SNE fit as the data (joint), "
-                        "or leave them out with a note on the plot (omit); t-SNE cannot place new points "
-                        "(default: %(default)s)")
-    p.add_argument("--max-points", type=INT_GE1, default=1500,
-                   help="latents plotted per dataset, a seeded subset (default: %(default)s)")
-    p.add_argument("--out", required=True, help="output directory for the plot and the summary")
-    p.set_defaults(func=_run)
+    return simple_command("ate inspect", "Plot source / target latents, the prior summary and reconstruction errors "
+                                         "of an aligned VAE.", [
+        option("model", str, "VAE run or model dir (usually stage 2)"),
+        option("data", str, "dataset of that VAE (target data)"),
+        option("source", str | None, "stage-1 run or model dir to plot alongside", None),
+        option("source_data", str | None, "source dataset (with --source)", None),
+        option("method", str, "2-D projection of the latents", "pca", choices=("pca", "tsne")),
+        option("tsne_prior", str, "with --method tsne: embed the prior samples in the same t-SNE fit as the data "
+                                  "(joint), or leave them out with a note on the plot (omit); t-SNE cannot place new "
+                                  "points", "joint", choices=("joint", "omit")),
+        option("max_points", int, "latents plotted per dataset, a seeded subset", 1500, type=INT_GE1),
+        option("out", str, "output directory for the plot and the summary"),
+    ], _run)
+
+
+def register(sub) -> None:
+    from ate.cli._tyro import register_tyro
+
+    register_tyro(sub, "inspect", "plot source/target latents, the prior summary and reconstruction errors", _command)
 
 
 def _run(args) -> int:

@@ -31,8 +31,9 @@ def _align_command(argv: list[str]):
                                                  "normalization_mapping (default: the policy's)", choices=NORM_MODES),
                   None),
            Option("key", str, Field("per-frame action field"), "action")]
-    return TyroCommand("ate lerobot align", "Train both action VAEs straight from LeRobotDataset roots, in the action space the LeRobot policy "
-                       "trains in (its meta/stats.json normalisation and chunk length)",
+    return TyroCommand("ate lerobot align", "Train both action VAEs straight from LeRobotDataset roots, in the action "
+                                            "space the LeRobot policy trains in (its meta/stats.json normalisation "
+                                            "and chunk length).",
                        [Group("options", own),
                         Group("training", config_options(AlignConfig, skip={"horizon", "normalization"}))],
                        func=_align)

@@ -122,7 +122,6 @@ def _finetune_command(argv: list[str]):
 
 
 def register(sub) -> None:
-    from ate.cli._fields import INT_GE1
     from ate.cli._tyro import register_tyro
 
     p = sub.add_parser("policy", help="pretrain / fine-tune (plain or ATE) / run the reference policies",
@@ -132,40 +131,56 @@ def register(sub) -> None:
 
     register_tyro(cmds, "pretrain", "train a fresh policy on source datasets", _pretrain_command)
     register_tyro(cmds, "finetune", "fine-tune a pretrained policy on target data, --guidance off|ate", _finetune_command)
+    register_tyro(cmds, "predict", "sample action chunks for the first state of each episode of a dataset",
+                  _predict_command)
+    register_tyro(cmds, "bench", "train-step time with / without ATE, inference time, parameter counts", _bench_command)
+    register_tyro(cmds, "normalizer", "write one robot's action stats of a policy as a Normalizer JSON (for `ate align "
+                                      "--normalizer-from`)", _normalizer_command)
 
-    q = cmds.add_parser("predict", help="sample action chunks for the first state of each episode of a dataset")
-    q.add_argument("--policy", required=True, help="model dir or run dir")
-    q.add_argument("--data", required=True, help="dataset whose episode start states are used")
-    q.add_argument("--robot", default=None, help="robot whose action head to use (default: the episode's robot)")
-    q.add_argument("--task", default=None, help="task name (default: the episode's task attr)")
-    q.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default: %(default)s)")
-    q.add_argument("--out", default=None, help="write chunks to this .npz (default: print a summary)")
-    q.set_defaults(func=_predict)
 
-    b = cmds.add_parser("bench", help="train-step time with / without ATE, inference time, parameter counts")
-    b.add_argument("--out", default="benchmarks/results/policies", help="output directory (default: %(default)s)")
-    b.add_argument("--families", nargs="+", default=["dp", "rdt", "pi0"], choices=("dp", "rdt", "pi0"),
-                   help="policy families to time (default: all)")
-    b.add_argument("--steps", type=INT_GE1, default=30, help="timed steps per arm and repeat (default: %(default)s)")
-    b.add_argument("--repeats", type=INT_GE1, default=3,
-                   help="interleaved off/ate blocks, reduce load noise (default: %(default)s)")
-    b.add_argument("--batch-size", type=INT_GE1, default=64, help="training batch (default: %(default)s)")
-    b.add_argument("--horizon", type=INT_GE1, default=16, help="chunk length (default: %(default)s)")
-    b.add_argument("--vae-preset", default="small", choices=("small", "reference"),
-                   help="adaptation VAE size (default: %(default)s)")
-    b.add_argument("--threads", type=INT_GE1, default=None, help="torch threads (default: torch's choice)")
-    b.add_argument("--sizes", nargs="+", default=["default"], choices=["default", "large"],
-                   help="policy sizes; 'large' (~10x compute) shows the ratio shrinking with policy size")
-    b.add_argument("--large-steps", type=INT_GE1, default=6,
-                   help="timed steps per arm and repeat for 'large' (default: %(default)s)")
-    b.set_defaults(func=_bench)
+def _predict_command(argv: list[str]):
+    from ate.cli._tyro import option, simple_command
 
-    n = cmds.add_parser("normalizer", help="write one robot's action stats of a policy as a Normalizer JSON "
-                                           "(for `ate align --normalizer-from`)")
-    n.add_argument("--policy", required=True, help="model dir or run dir")
-    n.add_argument("--robot", default=None, help="robot to export (default: the policy's default robot)")
-    n.add_argument("--out", required=True, help="Normalizer JSON file to write")
-    n.set_defaults(func=_normalizer)
+    return simple_command("ate policy predict", "Sample action chunks for the first state of each episode of a "
+                                                "dataset; print their shape and the mean prediction time.", [
+        option("policy", str, "model dir or run dir"),
+        option("data", str, "dataset whose episode start states are used"),
+        option("robot", str | None, "robot whose action head to use (default: the episode's robot)", None),
+        option("task", str | None, "task name (default: the episode's task attr)", None),
+        option("seed", int, "seed of the sampling noise", 0),
+        option("out", str | None, "write chunks to this .npz (default: print a summary)", None),
+    ], _predict)
+
+
+def _bench_command(argv: list[str]):
+    from ate.cli._fields import INT_GE1
+    from ate.cli._tyro import option, simple_command
+
+    return simple_command("ate policy bench", "Train-step time with and without ATE's guidance, inference time and "
+                                              "parameter counts of the reference policies.", [
+        option("out", str, "output directory", "benchmarks/results/policies"),
+        option("families", list[str], "policy families to time", ["dp", "rdt", "pi0"], choices=("dp", "rdt", "pi0")),
+        option("steps", int, "timed steps per arm and repeat", 30, type=INT_GE1),
+        option("repeats", int, "interleaved off/ate blocks, reduce load noise", 3, type=INT_GE1),
+        option("batch_size", int, "training batch", 64, type=INT_GE1),
+        option("horizon", int, "chunk length", 16, type=INT_GE1),
+        option("vae_preset", str, "adaptation VAE size", "small", choices=("small", "reference")),
+        option("threads", int | None, "torch threads (default: torch's choice)", None, type=INT_GE1),
+        option("sizes", list[str], "policy sizes; 'large' (~10x compute) shows the ratio shrinking with policy size",
+               ["default"], choices=("default", "large")),
+        option("large_steps", int, "timed steps per arm and repeat for 'large'", 6, type=INT_GE1),
+    ], _bench)
+
+
+def _normalizer_command(argv: list[str]):
+    from ate.cli._tyro import option, simple_command
+
+    return simple_command("ate policy normalizer", "Write one robot's action statistics of a policy as a Normalizer "
+                                                   "JSON, for `ate align ... --normalizer-from`.", [
+        option("policy", str, "model dir or run dir"),
+        option("robot", str | None, "robot to export (default: the policy's default robot)", None),
+        option("out", str, "Normalizer JSON file to write"),
+    ], _normalizer)
 
 
 def _check_out(args) -> None:

@@ -7,27 +7,37 @@ tables live in benchmarks/results/sims/.
 from __future__ import annotations
 
 
+def _coverage_command(argv: list[str]):
+    from ate.cli._fields import INT_GE0, INT_GE1
+    from ate.cli._tyro import option, simple_command
+
+    return simple_command("ate sims coverage", "Run each suite's scripted expert on every robot × task (default: all "
+                                               "robosuite single arms × Lift, Stack; all 50 MetaWorld v3 tasks) on "
+                                               "fixed seeds, up to the env's own step limit, and write JSON + Markdown "
+                                               "+ PNG. Also reports success within the episode budget `ate bench` "
+                                               "uses.", [
+        option("suite", str, "simulator suite", choices=("robosuite", "metaworld")),
+        option("robots", list[str] | None, "robosuite robots (default: Panda Sawyer IIWA Jaco Kinova3 UR5e XArm7)",
+               None),
+        option("tasks", list[str] | None, "tasks (default: every task of the suite)", None),
+        option("seeds", int, "episodes per robot × task", 20, type=INT_GE1),
+        option("first_seed", int, "seeds first-seed .. first-seed + seeds - 1", 0, type=INT_GE0),
+        option("workers", int, "worker processes (1 runs inline)", 2, type=INT_GE1),
+        option("max_steps", int | None, "episode limit (default: the env's own: robosuite 150 / 250, MetaWorld 500)",
+               None, type=INT_GE1),
+        option("out", str | None, "output folder (default: benchmarks/results/sims/coverage-<suite>)", None),
+        option("quiet", bool, "no progress bar", False),
+    ], _coverage)
+
+
 def register(sub) -> None:
+    from ate.cli._tyro import register_tyro
+
     p = sub.add_parser("sims", help="simulator checks: scripted-expert coverage per robot × task",
                        description="Simulator checks for the benchmark suites.")
     cmds = p.add_subparsers(dest="sims_command", metavar="SIMS_COMMAND", required=True)
-    c = cmds.add_parser("coverage", help="expert success per robot × task (every robot / task by default)",
-                        description="Run each suite's scripted expert on every robot × task (default: all robosuite "
-                                    "single arms × Lift, Stack; all 50 MetaWorld v3 tasks) on fixed seeds, up to the "
-                                    "env's own step limit, and write JSON + Markdown + PNG. Also reports success "
-                                    "within the episode budget `ate bench` uses.")
-    c.add_argument("--suite", choices=["robosuite", "metaworld"], required=True, help="simulator suite")
-    c.add_argument("--robots", nargs="+", help="robosuite robots (default: Panda Sawyer IIWA Jaco Kinova3 UR5e XArm7)")
-    c.add_argument("--tasks", nargs="+", help="tasks (default: every task of the suite)")
-    from ate.cli._fields import INT_GE0, INT_GE1
-
-    c.add_argument("--seeds", type=INT_GE1, default=20, help="episodes per robot × task (default: 20)")
-    c.add_argument("--first-seed", type=INT_GE0, default=0, help="seeds first-seed .. first-seed + seeds - 1 (default: 0)")
-    c.add_argument("--workers", type=INT_GE1, default=2, help="worker processes (default: 2; 1 runs inline)")
-    c.add_argument("--max-steps", type=INT_GE1, help="episode limit (default: the env's own: robosuite 150 / 250, MetaWorld 500)")
-    c.add_argument("--out", help="output folder (default: benchmarks/results/sims/coverage-<suite>)")
-    c.add_argument("--quiet", action="store_true", help="no progress bar")
-    c.set_defaults(func=_coverage)
+    register_tyro(cmds, "coverage", "expert success per robot × task (every robot / task by default)",
+                  _coverage_command)
 
 
 def _coverage(args) -> int:
