@@ -32,21 +32,20 @@ def _config_file(stage: int):
 
 def _command(stage: int):
     from ate.align.train import AlignConfig
-    from ate.cli._fields import Field
-    from ate.cli._tyro import Group, Option, TyroCommand, config_options
+    from ate.cli._tyro import Group, TyroCommand, config_options, option
     from ate.data import FORMATS
 
     own = [
-        Option("data", str, Field("dataset path (HDF5 dir/file, zarr, LeRobot root, npz, npy dir)")),
-        Option("format", str, Field("force a format instead of auto-detection", choices=("auto", *FORMATS)), "auto"),
-        Option("key", str | None, Field("per-frame field to read (default: the format's action field)"), None),
-        Option("out", str, Field("run directory (re-run the same command to resume)")),
-        Option("normalizer_from", str | None,
-               Field("take normalisation stats from a VAE / policy dir (one robot) or a Normalizer JSON instead of "
-                     "fitting them (use the policy's, so the VAE sees exactly the policy's action space)"), None),
+        option("data", str, "dataset path (HDF5 dir/file, zarr, LeRobot root, npz, npy dir)"),
+        option("format", str, "force a format instead of auto-detection", "auto", choices=("auto", *FORMATS)),
+        option("key", str | None, "per-frame field to read (default: the format's action field)", None),
+        option("out", str, "run directory (re-run the same command to resume)"),
+        option("normalizer_from", str | None, "take normalisation stats from a VAE / policy dir (one robot) or a "
+                                              "Normalizer JSON instead of fitting them (use the policy's, so the VAE "
+                                              "sees exactly the policy's action space)", None),
     ]
     if stage == 2:
-        own.append(Option("source", str, Field("stage-1 run or model directory (its prior is the target)")))
+        own.append(option("source", str, "stage-1 run or model directory (its prior is the target)"))
     return TyroCommand(f"ate align stage{stage}", DESCRIPTIONS[stage],
                        [Group("options", own), Group("training", config_options(AlignConfig))],
                        func=_run, config_file=_config_file(stage), config_help=CONFIG_HELP)

@@ -43,12 +43,12 @@ def _preset_defaults(argv: list[str]) -> dict:
 
 def _command(argv: list[str]):
     from ate.bench.pipeline import BenchConfig
-    from ate.cli._fields import BENCH_GUIDANCE_NOTE, Field
-    from ate.cli._tyro import Group, Option, TyroCommand, config_options
+    from ate.cli._fields import BENCH_GUIDANCE_NOTE
+    from ate.cli._tyro import Group, TyroCommand, config_options, option
 
-    own = [Option("suite", str, Field("simulator suite", choices=("robosuite", "metaworld")), "robosuite"),
-           Option("preset", str, Field(PRESET_HELP, choices=("smoke", "quick", "full", "regime")), "quick"),
-           Option("print_config", bool, Field("print the resolved configuration and exit"), False)]
+    own = [option("suite", str, "simulator suite", "robosuite", choices=("robosuite", "metaworld")),
+           option("preset", str, PRESET_HELP, "quick", choices=("smoke", "quick", "full", "regime")),
+           option("print_config", bool, "print the resolved configuration and exit", False)]
     run = config_options(BenchConfig, skip=SKIP, defaults=_preset_defaults(argv))
     return TyroCommand("ate bench", DESCRIPTION + " " + BENCH_GUIDANCE_NOTE,
                        [Group("options", own), Group("run", run)], func=_run,
@@ -194,13 +194,10 @@ def _run(args) -> int:
 
 
 def _band_value(text: str) -> float:
-    v = float(text)  # ValueError: "invalid float value"
+    v = float(text)
     if not 0 <= v <= 100:
         raise argparse.ArgumentTypeError(f"must be a percentage in [0, 100], got {text}")
     return v
-
-
-_band_value.__name__ = "float"
 
 
 def _headroom(args) -> int:

@@ -15,22 +15,20 @@ NORM_MODES = ("MIN_MAX", "MEAN_STD", "QUANTILES", "QUANTILE10")
 
 def _align_command(argv: list[str]):
     from ate.align.train import AlignConfig
-    from ate.cli._fields import Field
-    from ate.cli._options import number
-    from ate.cli._tyro import Group, Option, TyroCommand, config_options
+    from ate.cli._fields import INT_GE1
+    from ate.cli._tyro import Group, TyroCommand, config_options, option
 
-    own = [Option("source", str, Field("source (pretraining) LeRobotDataset root (v3.0 or v2.1)")),
-           Option("target", str, Field("target (fine-tuning) LeRobotDataset root")),
-           Option("policy", str, Field("LeRobot policy family whose normalisation and chunk length the VAEs must use",
-                                       choices=("diffusion", "pi0", "pi05", "smolvla"))),
-           Option("out", str, Field("run directory: OUT/stage1, OUT/stage2 (re-run to resume)")),
-           Option("horizon", int | None, Field("chunk length = the policy's --policy.horizon (diffusion) / "
-                                               "--policy.chunk_size (pi0 family); default: LeRobot's default for "
-                                               "--policy", number(int, lo=1, none=True)), None),
-           Option("norm_mode", str | None, Field("ACTION normalisation if you changed the policy's "
-                                                 "normalization_mapping (default: the policy's)", choices=NORM_MODES),
-                  None),
-           Option("key", str, Field("per-frame action field"), "action")]
+    own = [option("source", str, "source (pretraining) LeRobotDataset root (v3.0 or v2.1)"),
+           option("target", str, "target (fine-tuning) LeRobotDataset root"),
+           option("policy", str, "LeRobot policy family whose normalisation and chunk length the VAEs must use",
+                  choices=("diffusion", "pi0", "pi05", "smolvla")),
+           option("out", str, "run directory: OUT/stage1, OUT/stage2 (re-run to resume)"),
+           option("horizon", int | None, "chunk length = the policy's --policy.horizon (diffusion) / "
+                                         "--policy.chunk_size (pi0 family); default: LeRobot's default for --policy",
+                  None, type=INT_GE1),
+           option("norm_mode", str | None, "ACTION normalisation if you changed the policy's normalization_mapping "
+                                           "(default: the policy's)", None, choices=NORM_MODES),
+           option("key", str, "per-frame action field", "action")]
     return TyroCommand("ate lerobot align", "Train both action VAEs straight from LeRobotDataset roots, in the action "
                                             "space the LeRobot policy trains in (its meta/stats.json normalisation "
                                             "and chunk length).",

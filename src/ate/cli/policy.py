@@ -61,12 +61,11 @@ def _config_file(mode: str):
 
 
 def _data_options() -> list:
-    from ate.cli._fields import Field
-    from ate.cli._tyro import Option
+    from ate.cli._tyro import option
 
-    return [Option("state_key", str, Field("per-frame observation field"), "observations/state"),
-            Option("action_key", str, Field("per-frame action field"), "action"),
-            Option("resume", bool, Field("continue from OUT/checkpoints/last when present"), True)]
+    return [option("state_key", str, "per-frame observation field", "observations/state"),
+            option("action_key", str, "per-frame action field", "action"),
+            option("resume", bool, "continue from OUT/checkpoints/last when present", True)]
 
 
 def _training_group():
@@ -77,15 +76,14 @@ def _training_group():
 
 
 def _pretrain_command(argv: list[str]):
-    from ate.cli._fields import Field
-    from ate.cli._tyro import Group, Option, TyroCommand
+    from ate.cli._tyro import Group, TyroCommand, option
 
-    own = [Option("data", list[str], Field("dataset path(s); robots from the episodes' 'robot' attr")),
-           Option("out", str, Field("run directory (re-run to resume)")),
-           Option("policy", str, Field("family: dp = DDPM eps-prediction 1-D UNet, rdt = x0-prediction DiT, pi0 = flow "
-                                       "matching", choices=("dp", "rdt", "pi0", "dp_unet", "rdt_dit", "pi0_flow")), "dp"),
-           Option("policy_config", str | None, Field('JSON overrides, e.g. \'{"horizon": 16, "state_dim": 64}\', or '
-                                                     'a JSON file'), None, metavar="JSON"),
+    own = [option("data", list[str], "dataset path(s); robots from the episodes' 'robot' attr"),
+           option("out", str, "run directory (re-run to resume)"),
+           option("policy", str, "family: dp = DDPM eps-prediction 1-D UNet, rdt = x0-prediction DiT, pi0 = flow "
+                                 "matching", "dp", choices=("dp", "rdt", "pi0", "dp_unet", "rdt_dit", "pi0_flow")),
+           option("policy_config", str | None, 'JSON overrides, e.g. \'{"horizon": 16, "state_dim": 64}\', or a JSON '
+                                               'file', None, metavar="JSON"),
            *_data_options()]
     return TyroCommand("ate policy pretrain", "Train a fresh policy on source datasets.",
                        [Group("options", own), _training_group()], func=_pretrain,
@@ -93,25 +91,25 @@ def _pretrain_command(argv: list[str]):
 
 
 def _finetune_command(argv: list[str]):
-    from ate.cli._fields import ANCHOR_HELP, FINITE_NONNEG, GUIDANCE, GUIDANCE_NOTE, INT_GE1, Field
+    from ate.cli._fields import ANCHOR_HELP, FINITE_NONNEG, GUIDANCE, GUIDANCE_NOTE, INT_GE1
     from ate.cli._options import number
-    from ate.cli._tyro import Group, Option, TyroCommand
+    from ate.cli._tyro import Group, Option, TyroCommand, option
 
-    own = [Option("data", list[str], Field("target dataset path(s), one robot")),
-           Option("out", str, Field("run directory (re-run to resume)")),
-           Option("init", str, Field("pretrained policy (model dir or pretrain run dir)")),
-           Option("guidance", str, Field("off = plain fine-tuning (SFT); ate = add the latent guidance term (needs "
-                                         "--vae)", choices=("off", "ate")), "off"),
-           Option("vae", str | None, Field("adaptation VAE directory (ate align stage2), for --guidance ate"), None),
-           Option("adapter", str, Field("full: every weight trains; lora: peft LoRA adapters on every Linear / Conv1d "
-                                        "(merged into the saved model), the parameter-efficient baseline",
-                                        choices=("full", "lora")), "full"),
-           Option("lora_rank", int, Field("LoRA rank r", INT_GE1), 8),
-           Option("lora_alpha", float | None, Field("LoRA scale numerator (scale alpha / r; default 2r)",
-                                                    number(float, lo=0, lo_open=True, none=True)), None),
-           Option("anchor_weight", float, Field(ANCHOR_HELP, FINITE_NONNEG), 0.0),
-           Option("normalizer", str | None, Field("target action stats from a VAE dir / policy dir / Normalizer JSON "
-                                                  "(give both arms the same)"), None),
+    own = [option("data", list[str], "target dataset path(s), one robot"),
+           option("out", str, "run directory (re-run to resume)"),
+           option("init", str, "pretrained policy (model dir or pretrain run dir)"),
+           option("guidance", str, "off = plain fine-tuning (SFT); ate = add the latent guidance term (needs --vae)",
+                  "off", choices=("off", "ate")),
+           option("vae", str | None, "adaptation VAE directory (ate align stage2), for --guidance ate", None),
+           option("adapter", str, "full: every weight trains; lora: peft LoRA adapters on every Linear / Conv1d "
+                                  "(merged into the saved model), the parameter-efficient baseline", "full",
+                  choices=("full", "lora")),
+           option("lora_rank", int, "LoRA rank r", 8, type=INT_GE1),
+           option("lora_alpha", float | None, "LoRA scale numerator (scale alpha / r; default 2r)", None,
+                  type=number(float, lo=0, lo_open=True, none=True)),
+           option("anchor_weight", float, ANCHOR_HELP, 0.0, type=FINITE_NONNEG),
+           option("normalizer", str | None, "target action stats from a VAE dir / policy dir / Normalizer JSON (give "
+                                            "both arms the same)", None),
            *_data_options()]
     guidance = [Option(name, type(default) if default is not None else float | None, GUIDANCE[name], default)
                 for name, default in GUIDANCE_DEFAULTS]
