@@ -111,8 +111,8 @@ def test_cli_options_override_preset_only_where_given():
     from ate.cli.bench import config_from_args
 
     args = parse_args(["bench", "--seeds", "0", "1", "2", "--clamp", "none", "--sign", "flipped", "--scale", "3",
-                         "--policy-config", '{"horizon": 8}', "--no-progress", "--target-robot", "IIWA",
-                         "--anchor-weight", "0.25"])
+                       "--policy-config", '{"horizon": 8}', "--no-progress", "--target-robot", "IIWA",
+                       "--anchor-weight", "0.25"])
     cfg = config_from_args(args)
     assert cfg.seeds == [0, 1, 2] and cfg.clamp is None and cfg.sign == "flipped" and cfg.scale == 3.0
     assert cfg.anchor_weight == 0.25 and BenchConfig.from_preset("robosuite", "quick").anchor_weight == 0.3
