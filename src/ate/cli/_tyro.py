@@ -251,19 +251,18 @@ class TyroCommand:
         nested = {g.title: _dataclass(g.title, with_values(g.options)) for g in rest}  # one box "<title> options"
         own = with_values(top.options)
         if self.config_file is not None:
-            from ate.cli._fields import Field
-
-            own.append(Option("config", str | None, Field(self.config_help), None, metavar="PATH"))
+            own.append(option("config", str | None, self.config_help, None, metavar="PATH"))
         return _dataclass(self.prog.split()[-1], own, nested, self.description)
 
     def parse(self, argv: list[str]) -> argparse.Namespace:
         argv = [str(a) for a in argv]
         values: dict[str, Any] = {}
-        config = _config_path(argv)
+        config = option_value(argv, "--config")
         if config is not None and self.config_file is not None:
             values = read_config(self, config)
         cls = self._classes(values)
-        options, given = self.options(), _given(argv, self.options())
+        options = self.options()
+        given = _given(argv, options)
         missing = [o for o in options.values() if o.default is REQUIRED and o.name not in values and o.name not in given
                    and not o.positional]  # a positional one: tyro says it is missing
         try:
@@ -280,7 +279,7 @@ class TyroCommand:
                 raise _ParseError(f"missing {', '.join(names)}")
             parsed = self._tyro(cls, argv)
         except _ParseError as exc:
-            _config_error(self.prog, str(exc))
+            _fail(self.prog, str(exc))
         ns = argparse.Namespace(**_flatten(parsed), prog_name=self.prog, func=self.func)
         ns.given = sorted(given)  # options on the command line
         ns.from_config = sorted(set(values) - given)  # options whose value came from --config
@@ -329,16 +328,18 @@ def _given(argv: list[str], options: dict[str, Option]) -> set[str]:
     return {name for name in options if tokens & set(_flags(name))}
 
 
-def _config_path(argv: list[str]) -> str | None:
+def option_value(argv: list[str], flag: str) -> str | None:
+    """The value `argv` gives `flag` (``--x v`` or ``--x=v``), read before tyro parses (e.g. ``--config``)."""
     for i, a in enumerate(argv):
-        if a == "--config" and i + 1 < len(argv):
+        if a == flag and i + 1 < len(argv):
             return argv[i + 1]
-        if a.startswith("--config="):
+        if a.startswith(flag + "="):
             return a.split("=", 1)[1]
     return None
 
 
-def _config_error(prog: str, message: str) -> typing.NoReturn:
+def _fail(prog: str, message: str) -> typing.NoReturn:
+    """A user's mistake on the command line or in --config: one line, exit 2."""
     print(f"{prog}: error: {message} (see {prog} --help)", file=sys.stderr)
     raise SystemExit(2)
 
@@ -353,18 +354,18 @@ def read_config(command: TyroCommand, text: str) -> dict[str, Any]:
     path = Path(text)
     file = path / spec.name if path.is_dir() else path
     if path.is_dir() and not file.is_file():
-        _config_error(prog, f"--config {path}: a folder without {spec.name} (not a run folder of {prog})")
+        _fail(prog, f"--config {path}: a folder without {spec.name} (not a run folder of {prog})")
     if not file.is_file():
-        _config_error(prog, f"--config {file}: no such file")
+        _fail(prog, f"--config {file}: no such file")
     try:
         data = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        _config_error(prog, f"--config {file}: not valid JSON ({exc})")
+        _fail(prog, f"--config {file}: not valid JSON ({exc})")
     if not isinstance(data, dict):
-        _config_error(prog, f"--config {file}: expected a JSON object, got {type(data).__name__}")
+        _fail(prog, f"--config {file}: expected a JSON object, got {type(data).__name__}")
     data = spec.select(data) if spec.select else data
     if spec.check and (message := spec.check(data)):
-        _config_error(prog, f"--config {file}: {message}")
+        _fail(prog, f"--config {file}: {message}")
 
     found: dict[str, tuple[str, Any]] = {}
 
@@ -373,13 +374,13 @@ def read_config(command: TyroCommand, text: str) -> dict[str, Any]:
             if k not in keys and "*" not in keys:
                 close = difflib.get_close_matches(k, [n for n in keys if n != "*"], n=1)
                 hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-                _config_error(prog, f"--config {file}: unknown key '{prefix}{k}'{hint}")
+                _fail(prog, f"--config {file}: unknown key '{prefix}{k}'{hint}")
             sub = keys.get(k)
             if isinstance(sub, dict):
                 if v is None:  # e.g. guidance_config of a run without guidance
                     continue
                 if not isinstance(v, dict):
-                    _config_error(prog, f"--config {file}: {prefix}{k}: expected a JSON object, got {json.dumps(v)}")
+                    _fail(prog, f"--config {file}: {prefix}{k}: expected a JSON object, got {json.dumps(v)}")
                 walk(v, sub, f"{prefix}{k}.")
             elif sub is not None:
                 found[sub] = (prefix + k, v)
@@ -391,7 +392,7 @@ def read_config(command: TyroCommand, text: str) -> dict[str, Any]:
         try:
             values[name] = config_value(options[name], value, name in spec.json_text)
         except (TypeError, ValueError) as exc:
-            _config_error(prog, f"--config {file}: {key}: {exc}")
+            _fail(prog, f"--config {file}: {key}: {exc}")
     return values
 
 

@@ -22,19 +22,13 @@ def _preset_defaults(argv: list[str]) -> dict:
     """The values of the preset that `argv` names (its --suite, --preset, --policy), shown and used as the
     defaults; an unknown name falls back to BenchConfig's own defaults (tyro then names the bad choice)."""
     from ate.bench.pipeline import BenchConfig
+    from ate.cli._tyro import option_value
     from ate.errors import ATEError
 
-    def value(flag: str, default: str) -> str:
-        for i, a in enumerate(argv):
-            if a == flag and i + 1 < len(argv):
-                return argv[i + 1]
-            if a.startswith(flag + "="):
-                return a.split("=", 1)[1]
-        return default
-
-    policy = value("--policy", "")
+    policy = option_value(argv, "--policy")
     try:
-        cfg = BenchConfig.from_preset(value("--suite", "robosuite"), value("--preset", "quick"),
+        cfg = BenchConfig.from_preset(option_value(argv, "--suite") or "robosuite",
+                                      option_value(argv, "--preset") or "quick",
                                       **({"policy": policy} if policy in ("dp", "rdt", "pi0") else {}))
     except (ATEError, TypeError, ValueError):
         return {}
